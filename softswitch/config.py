@@ -1,0 +1,351 @@
+"""The configuration file: TOML in, frozen dataclasses out, every fault named.
+
+An operator edits this file by hand, so validation collects every problem at once and
+names each by file, key path and (where the TOML reader tells us) line, rather than
+stopping at the first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from softswitch.errors import ConfigError
+from softswitch.sip.timers import TimerConfig
+
+LISTEN_RE = re.compile(
+    r"^(?P<transport>udp|tcp):(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:\[\]]+)):(?P<port>\d+)$"
+)
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,63}$")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    transport: str  # "udp" | "tcp"
+    host: str  # without brackets
+    port: int
+
+    @property
+    def family_v6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.family_v6 else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    user: str
+    password: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    domain: str
+    name: str
+    extensions: tuple[Extension, ...] = ()
+    _by_user: dict[str, Extension] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_user.update({ext.user: ext for ext in self.extensions})
+
+    def extension(self, user: str) -> Extension | None:
+        return self._by_user.get(user)
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 10
+    nonce_lifetime: float = 300.0
+    tcp_idle_timeout: float = 600.0
+    server_header: str = "softswitch"
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    ban_failures: int = 10
+    ban_window: float = 60.0
+    ban_time: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    listen: tuple[ListenAddress, ...]
+    state_dir: Path
+    log_level: str = "info"
+    log_format: str = "auto"  # auto | json | console
+    sip: SipSettings = field(default_factory=SipSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    tenants: tuple[Tenant, ...] = ()
+    _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_domain.update({t.domain.lower(): t for t in self.tenants})
+
+    def tenant(self, domain: str) -> Tenant | None:
+        return self._by_domain.get(domain.lower())
+
+
+class _Collector:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: list[str] = []
+
+    def error(self, key: str, what: str) -> None:
+        self.errors.append(f"{self.path}: {key}: {what}")
+
+
+def _get(
+    c: _Collector,
+    table: dict[str, Any],
+    key: str,
+    path: str,
+    kind: type | tuple[type, ...],
+    default: Any = None,
+    required: bool = False,
+) -> Any:
+    if key not in table:
+        if required:
+            c.error(f"{path}{key}", "is required")
+        return default
+    value = table[key]
+    # bool is an int in Python; a config that says `port = true` is still wrong.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        c.error(f"{path}{key}", f"must be {_kind_name(kind)}, not a boolean")
+        return default
+    if not isinstance(value, kind):
+        c.error(f"{path}{key}", f"must be {_kind_name(kind)}, not {type(value).__name__}")
+        return default
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "a table",
+        bool: "true or false",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _unknown_keys(c: _Collector, table: dict[str, Any], known: set[str], path: str) -> None:
+    for key in table:
+        if key not in known:
+            c.error(f"{path}{key}", "unknown key (a typo?)")
+
+
+def parse_listen(text: str) -> ListenAddress:
+    m = LISTEN_RE.match(text)
+    if not m:
+        raise ValueError("must look like udp:HOST:PORT or tcp:[IPV6]:PORT")
+    host = m.group("v6") or m.group("v4")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return ListenAddress(m.group("transport"), host, port)
+
+
+def _positive(c: _Collector, key: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        c.error(key, "must be greater than zero")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError listing every fault."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already says "(at line N, column M)".
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return build_config(raw, path)
+
+
+def build_config(raw: dict[str, Any], path: Path) -> Config:
+    c = _Collector(path)
+    _unknown_keys(
+        c, raw, {"listen", "state_dir", "log_level", "log_format", "sip", "security", "tenants"}, ""
+    )
+
+    listen: list[ListenAddress] = []
+    listen_raw = _get(c, raw, "listen", "", list, default=["udp:127.0.0.1:5060"])
+    for i, item in enumerate(listen_raw or []):
+        if not isinstance(item, str):
+            c.error(f"listen[{i}]", 'must be a string such as "udp:127.0.0.1:5060"')
+            continue
+        try:
+            listen.append(parse_listen(item))
+        except ValueError as exc:
+            c.error(f"listen[{i}]", f"{item!r} {exc}")
+    if listen_raw is not None and not listen_raw:
+        c.error("listen", "must name at least one address")
+    if len(set(listen)) != len(listen):
+        c.error("listen", "names the same address twice")
+
+    state_text = _get(c, raw, "state_dir", "", str, default="var")
+    state_dir = Path(state_text or "var")
+    if not state_dir.is_absolute():
+        state_dir = path.resolve().parent / state_dir
+
+    log_level = _get(c, raw, "log_level", "", str, default="info")
+    if log_level not in LOG_LEVELS:
+        c.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+        log_level = "info"
+    log_format = _get(c, raw, "log_format", "", str, default="auto")
+    if log_format not in ("auto", "json", "console"):
+        c.error("log_format", f"must be auto, json or console, not {log_format!r}")
+        log_format = "auto"
+
+    sip = _build_sip(c, _get(c, raw, "sip", "", dict, default={}) or {})
+    security = _build_security(c, _get(c, raw, "security", "", dict, default={}) or {})
+
+    tenants: list[Tenant] = []
+    seen_domains: set[str] = set()
+    for i, traw in enumerate(_get(c, raw, "tenants", "", list, default=[]) or []):
+        key = f"tenants[{i}]."
+        if not isinstance(traw, dict):
+            c.error(f"tenants[{i}]", "must be a table ([[tenants]])")
+            continue
+        _unknown_keys(c, traw, {"domain", "name", "extensions"}, key)
+        domain = _get(c, traw, "domain", key, str, required=True)
+        if domain is not None:
+            if not DOMAIN_RE.match(domain):
+                c.error(f"{key}domain", f"{domain!r} is not a valid domain name")
+            elif domain.lower() in seen_domains:
+                c.error(f"{key}domain", f"{domain!r} is already used by another tenant")
+            seen_domains.add(domain.lower())
+        name = _get(c, traw, "name", key, str, default=domain or "")
+        extensions: list[Extension] = []
+        seen_users: set[str] = set()
+        for j, eraw in enumerate(_get(c, traw, "extensions", key, list, default=[]) or []):
+            ekey = f"{key}extensions[{j}]."
+            if not isinstance(eraw, dict):
+                c.error(f"{key}extensions[{j}]", "must be a table ([[tenants.extensions]])")
+                continue
+            _unknown_keys(c, eraw, {"user", "password", "name"}, ekey)
+            user = _get(c, eraw, "user", ekey, str, required=True)
+            password = _get(c, eraw, "password", ekey, str, required=True)
+            ename = _get(c, eraw, "name", ekey, str, default="")
+            if user is not None:
+                if not USER_RE.match(user):
+                    c.error(f"{ekey}user", f"{user!r} is not a valid SIP user name")
+                elif user in seen_users:
+                    c.error(f"{ekey}user", f"{user!r} is already an extension of this tenant")
+                seen_users.add(user)
+            if password is not None and len(password) < 8:
+                c.error(f"{ekey}password", "must be at least 8 characters")
+            if user and password:
+                extensions.append(Extension(user, password, ename or ""))
+        if domain:
+            tenants.append(Tenant(domain.lower(), name or domain, tuple(extensions)))
+
+    if c.errors:
+        raise ConfigError("\n".join(c.errors))
+    return Config(
+        path=path,
+        listen=tuple(listen),
+        state_dir=state_dir,
+        log_level=log_level,
+        log_format=log_format,
+        sip=sip,
+        security=security,
+        tenants=tuple(tenants),
+    )
+
+
+def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
+    p = "sip."
+    known = {
+        "t1",
+        "t2",
+        "t4",
+        "min_expires",
+        "max_expires",
+        "default_expires",
+        "max_contacts",
+        "nonce_lifetime",
+        "tcp_idle_timeout",
+        "server_header",
+    }
+    _unknown_keys(c, t, known, p)
+    d = SipSettings()
+    t1 = _get(c, t, "t1", p, (int, float), default=d.timers.t1)
+    t2 = _get(c, t, "t2", p, (int, float), default=d.timers.t2)
+    t4 = _get(c, t, "t4", p, (int, float), default=d.timers.t4)
+    for key, value in (("t1", t1), ("t2", t2), ("t4", t4)):
+        _positive(c, p + key, value)
+    if t1 and t2 and t1 > t2:
+        c.error(p + "t2", "must not be smaller than t1")
+    min_e = _get(c, t, "min_expires", p, int, default=d.min_expires)
+    max_e = _get(c, t, "max_expires", p, int, default=d.max_expires)
+    def_e = _get(c, t, "default_expires", p, int, default=d.default_expires)
+    for key, value in (("min_expires", min_e), ("max_expires", max_e), ("default_expires", def_e)):
+        _positive(c, p + key, value)
+    if min_e and max_e and min_e > max_e:
+        c.error(p + "max_expires", "must not be smaller than min_expires")
+    max_contacts = _get(c, t, "max_contacts", p, int, default=d.max_contacts)
+    _positive(c, p + "max_contacts", max_contacts)
+    nonce = _get(c, t, "nonce_lifetime", p, (int, float), default=d.nonce_lifetime)
+    _positive(c, p + "nonce_lifetime", nonce)
+    idle = _get(c, t, "tcp_idle_timeout", p, (int, float), default=d.tcp_idle_timeout)
+    _positive(c, p + "tcp_idle_timeout", idle)
+    server = _get(c, t, "server_header", p, str, default=d.server_header)
+    return SipSettings(
+        timers=TimerConfig(t1=float(t1 or 0.5), t2=float(t2 or 4.0), t4=float(t4 or 5.0)),
+        min_expires=min_e or d.min_expires,
+        max_expires=max_e or d.max_expires,
+        default_expires=def_e or d.default_expires,
+        max_contacts=max_contacts or d.max_contacts,
+        nonce_lifetime=float(nonce or d.nonce_lifetime),
+        tcp_idle_timeout=float(idle or d.tcp_idle_timeout),
+        server_header=server if server is not None else d.server_header,
+    )
+
+
+def _build_security(c: _Collector, t: dict[str, Any]) -> SecuritySettings:
+    p = "security."
+    _unknown_keys(c, t, {"ban_failures", "ban_window", "ban_time"}, p)
+    d = SecuritySettings()
+    failures = _get(c, t, "ban_failures", p, int, default=d.ban_failures)
+    window = _get(c, t, "ban_window", p, (int, float), default=d.ban_window)
+    ban_time = _get(c, t, "ban_time", p, (int, float), default=d.ban_time)
+    _positive(c, p + "ban_failures", failures)
+    _positive(c, p + "ban_window", window)
+    _positive(c, p + "ban_time", ban_time, allow_zero=True)
+    return SecuritySettings(
+        ban_failures=failures or d.ban_failures,
+        ban_window=float(window or d.ban_window),
+        ban_time=float(ban_time if ban_time is not None else d.ban_time),
+    )
