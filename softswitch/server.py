@@ -1,0 +1,386 @@
+"""The signalling driver: sockets in, transactions and services in the middle, sockets out.
+
+Everything here is glue. Parsing, transactions, authentication and registration are
+sans-I/O objects; this module feeds them bytes with the time and sends what they
+return, arming one timer for the whole transaction layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+from dataclasses import dataclass, field
+
+from softswitch.clock import Clock
+from softswitch.config import Config, Tenant
+from softswitch.logs import get_logger
+from softswitch.services.authn import Authenticator
+from softswitch.services.bans import AuthFailureTracker
+from softswitch.services.location import LocationStore
+from softswitch.services.registrar import Registrar
+from softswitch.sip.auth import DigestServer, NonceManager
+from softswitch.sip.errors import SipParseError
+from softswitch.sip.flow import Flow
+from softswitch.sip.headers import Headers, parse_via
+from softswitch.sip.message import (
+    BadMessage,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+)
+from softswitch.sip.transaction.events import (
+    Destination,
+    RequestReceived,
+    SendMessage,
+    TransactionTimedOut,
+    TransportError,
+)
+from softswitch.sip.transaction.layer import TransactionLayer
+from softswitch.transport.tcp import TcpTransport
+from softswitch.transport.udp import UdpTransport
+
+log = get_logger("softswitch.sip")
+security_log = get_logger("softswitch.security")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ACCEPT = "application/sdp"
+SUPPORTED = "path"
+# Methods we recognise; those we do not serve yet get 405 with Allow, others 501
+# (RFC 3261 section 8.2.1).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "REFER",
+        "PUBLISH",
+    }
+)
+SERVED_METHODS = frozenset({"OPTIONS", "REGISTER"})
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    sent: int = 0
+    parse_errors: int = 0
+    dropped_banned: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class SipServer:
+    """Owns the transports and the transaction layer; answers OPTIONS and REGISTER."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        location: LocationStore,
+        nonce_secret: bytes,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.location = location
+        self.tx = TransactionLayer(config.sip.timers)
+        self.bans = AuthFailureTracker(
+            config.security.ban_failures, config.security.ban_window, config.security.ban_time
+        )
+        digest = DigestServer(NonceManager(nonce_secret, config.sip.nonce_lifetime))
+        self.auth = Authenticator(digest, self.bans)
+        self.registrar = Registrar(self._tenant_map(config), location, self.auth, config.sip)
+        self.udp: list[UdpTransport] = []
+        self.tcp: list[TcpTransport] = []
+        self.counters = Counters()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._purge_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _tenant_map(config: Config) -> dict[str, Tenant]:
+        return {t.domain: t for t in config.tenants}
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            for listen in self.config.listen:
+                if listen.transport == "udp":
+                    self.udp.append(await UdpTransport.start(listen, self.on_datagram))
+                else:
+                    self.tcp.append(
+                        await TcpTransport.start(
+                            listen,
+                            self.on_datagram,
+                            self._reject_unparsable,
+                            self.config.sip.tcp_idle_timeout,
+                        )
+                    )
+        except OSError:
+            self.close()
+            raise
+        self._purge_task = asyncio.create_task(self._purge_expired())
+        log.info("listening", addresses=[str(a) for a in self.config.listen])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+        for t in self.udp:
+            t.close()
+        for t in self.tcp:
+            t.close()
+
+    async def _purge_expired(self) -> None:
+        while True:
+            await asyncio.sleep(30.0)
+            removed = self.location.purge_expired(self.clock.wall())
+            if removed:
+                log.info("bindings_expired", count=removed)
+
+    # -- receive path -----------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, flow: Flow) -> None:
+        """Every message from any transport enters here."""
+        now = self.clock.now()
+        if self.bans.is_banned(flow.host, now):
+            self.counters.dropped_banned += 1
+            return
+        self.counters.received += 1
+        try:
+            message = parse_message(data, datagram=flow.transport == "udp")
+        except BadMessage as exc:
+            self._reject_unparsable(exc, flow)
+            return
+        try:
+            if isinstance(message, Request):
+                self._on_request(message, flow, now)
+            else:
+                self._emit(self.tx.receive(message, self._destination(flow), now), now)
+        except SipParseError as exc:
+            # A header nobody looked at before turned out broken; answer like the parser.
+            if isinstance(message, Request):
+                self._reply_stateless(message, flow, exc.status, exc.reason)
+        self._arm_timer()
+
+    def _on_request(self, request: Request, flow: Flow, now: float) -> None:
+        self.counters.by_method[request.method] = self.counters.by_method.get(request.method, 0) + 1
+        request = self._stamp_via(request, flow)
+        reply_to = self._reply_destination(request, flow)
+        outputs = self.tx.receive(request, reply_to, now)
+        self._emit(outputs, now, flow)
+
+    def _emit(self, outputs: list, now: float, flow: Flow | None = None) -> None:
+        for out in outputs:
+            if isinstance(out, SendMessage):
+                self._send(out.message.to_bytes(), out.destination)
+            elif isinstance(out, RequestReceived):
+                response = self._handle_request(out.request, flow, now)
+                if response is not None:
+                    self._emit(self.tx.send_response(out.key, response, now), now)
+            elif isinstance(out, (TransactionTimedOut, TransportError)):
+                log.debug("transaction_failed", key=str(out.key), kind=type(out).__name__)
+
+    # -- the transaction user ------------------------------------------------------------
+
+    def _handle_request(self, request: Request, flow: Flow | None, now: float) -> Response | None:
+        method = request.method
+        if method == "ACK":
+            return None
+        if method not in KNOWN_METHODS:
+            return self._response(request, 501, "Not Implemented", [("Allow", ALLOW)])
+        if method == "REGISTER":
+            assert flow is not None
+            outcome = self.registrar.handle(request, flow, self.clock.wall(), now)
+            if outcome.security:
+                security_log.warning(
+                    "auth_failed",
+                    source=str(flow),
+                    tenant=outcome.tenant,
+                    user=outcome.user,
+                    reason=outcome.detail,
+                    method=method,
+                )
+                if "banned" in outcome.detail:
+                    security_log.warning(
+                        "source_banned", source=flow.host, seconds=self.config.security.ban_time
+                    )
+            else:
+                log.debug(
+                    "register",
+                    outcome=outcome.event,
+                    tenant=outcome.tenant,
+                    user=outcome.user,
+                    source=str(flow),
+                    detail=outcome.detail,
+                )
+            return outcome.response
+        if not self._domain_is_ours(request):
+            return self._response(request, 403, "Forbidden")
+        unsupported = [v for v in request.headers.values("require") if v.lower() != "path"]
+        if unsupported and method != "CANCEL":
+            return self._response(
+                request, 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]
+            )
+        if method == "OPTIONS":
+            return self._response(
+                request,
+                200,
+                "OK",
+                [
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Accept-Encoding", "identity"),
+                    ("Accept-Language", "en"),
+                    ("Supported", SUPPORTED),
+                ],
+            )
+        if method == "CANCEL":
+            return self._response(request, 481, "Call/Transaction Does Not Exist")
+        if method == "INVITE":
+            # Calls are not routed by this daemon yet.
+            return self._response(request, 480, "Temporarily Unavailable")
+        return self._response(request, 405, "Method Not Allowed", [("Allow", ALLOW)])
+
+    def _domain_is_ours(self, request: Request) -> bool:
+        uri = request.uri
+        if not uri.is_sip:
+            return False
+        host = uri.host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            return True  # addressed to an IP: to this server, whichever of its addresses
+        except ValueError:
+            pass
+        return self.config.tenant(host) is not None
+
+    def _response(
+        self, request: Request, status: int, reason: str, extra: list | None = None
+    ) -> Response:
+        headers = list(extra or [])
+        if self.config.sip.server_header:
+            headers.append(("Server", self.config.sip.server_header))
+        return make_response(request, status, reason, to_tag=secrets.token_hex(6), extra=headers)
+
+    # -- errors before a transaction exists -------------------------------------------
+
+    def _reject_unparsable(self, exc: BadMessage, flow: Flow) -> None:
+        self.counters.parse_errors += 1
+        partial = exc.partial
+        if partial is None or not partial.is_request or partial.method == "ACK":
+            log.debug("dropped_unparsable", source=str(flow), reason=exc.reason)
+            return
+        headers = partial.headers
+        try:
+            top = parse_via(headers.values("via")[0])
+        except (SipParseError, IndexError):
+            # RFC 3261 section 18.2.1: without a readable top Via no response can be routed.
+            log.debug("dropped_unroutable", source=str(flow), reason=exc.reason)
+            return
+        lines = [
+            (n, v)
+            for n, v in headers
+            if n.lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
+        ]
+        lines.append(("Content-Length", "0"))
+        response = Response(exc.status, exc.reason, Headers(lines))
+        dest = self._reply_destination_from_via(top, flow)
+        self._send(response.to_bytes(), dest)
+        log.debug("rejected_unparsable", source=str(flow), status=exc.status, reason=exc.reason)
+
+    def _reply_stateless(self, request: Request, flow: Flow, status: int, reason: str) -> None:
+        try:
+            response = make_response(request, status, reason)
+            dest = self._reply_destination(request, flow)
+        except SipParseError:
+            return
+        self._send(response.to_bytes(), dest)
+
+    # -- addressing -------------------------------------------------------------------
+
+    @staticmethod
+    def _stamp_via(request: Request, flow: Flow) -> Request:
+        """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport``: tell the phone (and
+        ourselves, when the response goes out) where the request really came from."""
+        top = request.top_via
+        changes: dict[str, str | None] = {}
+        if top.host.strip("[]") != flow.host:
+            changes["received"] = flow.host
+        if top.has_param("rport"):
+            changes["rport"] = str(flow.port)
+            changes.setdefault("received", flow.host)
+        if not changes:
+            return request
+        headers = request.headers.remove_first("via").prepend(
+            "Via", str(top.with_params(**changes))
+        )
+        return request.replace(headers=headers)
+
+    def _reply_destination(self, request: Request, flow: Flow) -> Destination:
+        return self._reply_destination_from_via(request.top_via, flow)
+
+    @staticmethod
+    def _reply_destination_from_via(via, flow: Flow) -> Destination:  # type: ignore[no-untyped-def]
+        if flow.transport != "udp":
+            return Destination(flow.transport.upper(), flow.host, flow.port, flow.connection_id)
+        # RFC 3581: with rport, back to the source port; otherwise to the sent-by port at
+        # the source address (RFC 3261 18.2.2).
+        if via.has_param("rport"):
+            return Destination("UDP", flow.host, flow.port)
+        return Destination("UDP", flow.host, via.port or 5060)
+
+    @staticmethod
+    def _destination(flow: Flow) -> Destination:
+        return Destination(flow.transport.upper(), flow.host, flow.port, flow.connection_id)
+
+    def _send(self, data: bytes, dest: Destination) -> None:
+        self.counters.sent += 1
+        v6 = ":" in dest.host
+        if dest.transport == "UDP":
+            for t in self.udp:
+                if t.listen.family_v6 == v6:
+                    t.send(data, dest.host, dest.port)
+                    return
+            log.debug("no_udp_socket", destination=dest.host)
+            return
+        for t in self.tcp:
+            if t.send(data, dest.connection_id):
+                return
+        log.debug("tcp_connection_gone", destination=f"{dest.host}:{dest.port}")
+
+    # -- timers -----------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        deadline = self.tx.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is None or self._loop is None:
+            return
+        delay = max(0.0, deadline - self.clock.now())
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        at = self._timer_at or 0.0
+        self._timer_at = None
+        # Never act before the deadline even if the loop woke a little early.
+        now = max(at, self.clock.now())
+        self._emit(self.tx.handle_timers(now), now)
+        self._arm_timer()
