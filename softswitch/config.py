@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from softswitch.errors import ConfigError
+from softswitch.sip.quirks import DEFAULT_MD5_ONLY_USER_AGENTS
 from softswitch.sip.timers import TimerConfig
 
 LISTEN_RE = re.compile(
@@ -74,6 +75,7 @@ class SipSettings:
     nonce_lifetime: float = 300.0
     tcp_idle_timeout: float = 600.0
     server_header: str = "softswitch"
+    md5_only_user_agents: tuple[str, ...] = DEFAULT_MD5_ONLY_USER_AGENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,7 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
         "min_expires",
         "max_expires",
         "default_expires",
+        "md5_only_user_agents",
         "max_contacts",
         "nonce_lifetime",
         "tcp_idle_timeout",
@@ -322,6 +325,10 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
     idle = _get(c, t, "tcp_idle_timeout", p, (int, float), default=d.tcp_idle_timeout)
     _positive(c, p + "tcp_idle_timeout", idle)
     server = _get(c, t, "server_header", p, str, default=d.server_header)
+    md5_only = _get(c, t, "md5_only_user_agents", p, list, default=list(d.md5_only_user_agents))
+    if md5_only is not None and not all(isinstance(x, str) and x for x in md5_only):
+        c.error(p + "md5_only_user_agents", "must be a list of non-empty strings")
+        md5_only = list(d.md5_only_user_agents)
     return SipSettings(
         timers=TimerConfig(t1=float(t1 or 0.5), t2=float(t2 or 4.0), t4=float(t4 or 5.0)),
         min_expires=min_e or d.min_expires,
@@ -331,6 +338,7 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
         nonce_lifetime=float(nonce or d.nonce_lifetime),
         tcp_idle_timeout=float(idle or d.tcp_idle_timeout),
         server_header=server if server is not None else d.server_header,
+        md5_only_user_agents=tuple(md5_only or ()),
     )
 
 

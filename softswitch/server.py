@@ -96,8 +96,12 @@ class SipServer:
         self.bans = AuthFailureTracker(
             config.security.ban_failures, config.security.ban_window, config.security.ban_time
         )
-        digest = DigestServer(NonceManager(nonce_secret, config.sip.nonce_lifetime))
-        self.auth = Authenticator(digest, self.bans)
+        # started_at: nonce-counts of nonces issued before this process are unknown, so
+        # those nonces are answered stale rather than trusted from nc=1 again.
+        digest = DigestServer(
+            NonceManager(nonce_secret, config.sip.nonce_lifetime), started_at=clock.wall()
+        )
+        self.auth = Authenticator(digest, self.bans, config.sip.md5_only_user_agents)
         self.registrar = Registrar(self._tenant_map(config), location, self.auth, config.sip)
         self.udp: list[UdpTransport] = []
         self.tcp: list[TcpTransport] = []

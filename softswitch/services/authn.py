@@ -21,9 +21,11 @@ from softswitch.sip.auth import (
     AuthResult,
     DigestCredentials,
     DigestServer,
+    format_challenge,
     parse_credentials,
 )
 from softswitch.sip.message import Request
+from softswitch.sip.quirks import DEFAULT_MD5_ONLY_USER_AGENTS, wants_md5_only
 
 FOREIGN_NONCE = "nonce not issued by us for this realm"
 
@@ -62,15 +64,31 @@ class AuthOutcome:
 
 
 class Authenticator:
-    def __init__(self, digest: DigestServer, bans: AuthFailureTracker) -> None:
+    def __init__(
+        self,
+        digest: DigestServer,
+        bans: AuthFailureTracker,
+        md5_only_user_agents: tuple[str, ...] = DEFAULT_MD5_ONLY_USER_AGENTS,
+    ) -> None:
         self.digest = digest
         self.bans = bans
+        self.md5_only_user_agents = md5_only_user_agents
 
     def challenge(
-        self, kind: AuthKind, tenant: Tenant, now_wall: float, *, stale: bool = False
+        self,
+        kind: AuthKind,
+        tenant: Tenant,
+        now_wall: float,
+        *,
+        stale: bool = False,
+        request: Request | None = None,
     ) -> AuthOutcome:
-        values = self.digest.challenge_values(tenant.domain, now_wall, stale=stale)
-        headers = tuple((kind.challenge_header, v) for v in values)
+        challenges = self.digest.challenges(tenant.domain, now_wall, stale=stale)
+        if request is not None and wants_md5_only(
+            request.headers.get("user-agent"), self.md5_only_user_agents
+        ):
+            challenges = [c for c in challenges if c.algorithm.upper() == "MD5"]
+        headers = tuple((kind.challenge_header, format_challenge(c)) for c in challenges)
         return AuthOutcome(None, kind.status, "", headers)
 
     def check(
@@ -86,7 +104,7 @@ class Authenticator:
         """Authenticate ``request`` as extension ``user`` of ``tenant``."""
         creds = self._credentials(request, kind, tenant.domain)
         if creds is None:
-            return self.challenge(kind, tenant, now_wall)
+            return self.challenge(kind, tenant, now_wall, request=request)
         extension = tenant.extension(creds.username)
         # Whatever is wrong, verification runs the same way: an unknown user is checked
         # against a stand-in password so that neither answer nor timing tells them apart.
@@ -94,14 +112,14 @@ class Authenticator:
         verdict = self.digest.evaluate(request.method, creds, tenant.domain, password, now_wall)
         result = verdict.result
         if result is AuthResult.STALE:
-            return self.challenge(kind, tenant, now_wall, stale=True)
+            return self.challenge(kind, tenant, now_wall, stale=True, request=request)
         if result is AuthResult.OK and extension is not None and creds.username == user:
             self.bans.record_success(source_ip)
             return AuthOutcome(extension)
         if verdict.reason == FOREIGN_NONCE:
             # A nonce we never issued (a secret from before a reinstall, another server):
             # no password was tested against our challenge, so it is no failure either.
-            return self.challenge(kind, tenant, now_wall)
+            return self.challenge(kind, tenant, now_wall, request=request)
         if result is AuthResult.OK:
             why = "authenticated as another extension"
         elif result is AuthResult.REPLAY:

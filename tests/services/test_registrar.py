@@ -230,3 +230,15 @@ def test_bindings_survive_reopening_the_store(registrar, store, tmp_path):
         assert again.lookup("acme.example", "201", WALL) == []
     finally:
         again.close()
+
+
+def test_md5_only_quirk_for_listed_user_agents(registrar):
+    out = registrar.handle(
+        Phone().register(extra="User-Agent: baresip v1.0.0 (x86_64/linux)"), FLOW, WALL, 0.0
+    )
+    values = out.response.headers.get_all("WWW-Authenticate")
+    assert len(values) == 1 and "algorithm=MD5" in values[0]
+    other = registrar.handle(
+        Phone().register(extra="User-Agent: Yealink SIP-T46U"), FLOW, WALL, 0.0
+    )
+    assert len(other.response.headers.get_all("WWW-Authenticate")) == 2
