@@ -148,6 +148,32 @@ class SipServer:
         for t in self.tcp:
             t.close()
 
+    def reload(self, config: Config) -> list[str]:
+        """Take a new config without dropping anything in flight.
+
+        Tenants, extensions, passwords and SIP/security settings change at once;
+        transactions, registrations of extensions that still exist and the ban list stay.
+        Listen addresses are bound at start only; a change to them is returned as a
+        warning for the caller to log. Registrations of extensions that no longer exist
+        are removed, so a deleted desk cannot keep receiving calls.
+        """
+        warnings: list[str] = []
+        if set(config.listen) != set(self.config.listen):
+            warnings.append("listen addresses change only on restart")
+        self.config = config
+        self.registrar.tenants = self._tenant_map(config)
+        self.registrar.settings = config.sip
+        self.auth.md5_only_user_agents = config.sip.md5_only_user_agents
+        self.bans.reconfigure(
+            config.security.ban_failures, config.security.ban_window, config.security.ban_time
+        )
+        now = self.clock.wall()
+        for binding in self.location.all_bindings(now):
+            tenant = config.tenant(binding.tenant)
+            if tenant is None or tenant.extension(binding.user) is None:
+                self.location.remove_all(binding.tenant, binding.user)
+        return warnings
+
     async def _purge_expired(self) -> None:
         while True:
             await asyncio.sleep(30.0)

@@ -57,6 +57,17 @@ class AuthFailureTracker:
         # source -> ban end. Bans all last ban_time, so insertion order is expiry order.
         self._bans: OrderedDict[str, float] = OrderedDict()
 
+    def reconfigure(self, max_failures: int, window: float, ban_time: float) -> None:
+        """New thresholds from a reloaded config. Bans in force keep their end; failure
+        histories are kept, cut to the new count."""
+        if max_failures < 1 or not window > 0 or not ban_time >= 0:
+            raise ValueError("invalid ban settings")
+        self._max_failures = max_failures
+        self._window = float(window)
+        self._ban_time = float(ban_time)
+        for source, times in self._failures.items():
+            self._failures[source] = deque(times, maxlen=max_failures)
+
     def record_failure(self, source: str, now: float) -> bool:
         """Count one failed attempt; True exactly when this failure starts a ban.
 
