@@ -76,6 +76,7 @@ class SipSettings:
     tcp_idle_timeout: float = 600.0
     server_header: str = "softswitch"
     md5_only_user_agents: tuple[str, ...] = DEFAULT_MD5_ONLY_USER_AGENTS
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +298,7 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
         "max_expires",
         "default_expires",
         "md5_only_user_agents",
+        "digest_algorithms",
         "max_contacts",
         "nonce_lifetime",
         "tcp_idle_timeout",
@@ -326,6 +328,15 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
     _positive(c, p + "tcp_idle_timeout", idle)
     server = _get(c, t, "server_header", p, str, default=d.server_header)
     md5_only = _get(c, t, "md5_only_user_agents", p, list, default=list(d.md5_only_user_agents))
+    algorithms = _get(c, t, "digest_algorithms", p, list, default=list(d.digest_algorithms))
+    if algorithms is not None:
+        bad = [a for a in algorithms if a not in ("SHA-256", "MD5")]
+        if bad or not algorithms or len(set(algorithms)) != len(algorithms):
+            c.error(
+                p + "digest_algorithms",
+                'must list "SHA-256" and/or "MD5" (each once), in order of preference',
+            )
+            algorithms = list(d.digest_algorithms)
     if md5_only is not None and not all(isinstance(x, str) and x for x in md5_only):
         c.error(p + "md5_only_user_agents", "must be a list of non-empty strings")
         md5_only = list(d.md5_only_user_agents)
@@ -339,6 +350,7 @@ def _build_sip(c: _Collector, t: dict[str, Any]) -> SipSettings:
         tcp_idle_timeout=float(idle or d.tcp_idle_timeout),
         server_header=server if server is not None else d.server_header,
         md5_only_user_agents=tuple(md5_only or ()),
+        digest_algorithms=tuple(algorithms or d.digest_algorithms),
     )
 
 

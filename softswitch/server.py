@@ -19,7 +19,7 @@ from softswitch.services.authn import Authenticator
 from softswitch.services.bans import AuthFailureTracker
 from softswitch.services.location import LocationStore
 from softswitch.services.registrar import Registrar
-from softswitch.sip.auth import DigestServer, NonceManager
+from softswitch.sip.auth import DigestAlgorithm, DigestServer, NonceManager
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.flow import Flow
 from softswitch.sip.headers import Headers, parse_via
@@ -99,7 +99,9 @@ class SipServer:
         # started_at: nonce-counts of nonces issued before this process are unknown, so
         # those nonces are answered stale rather than trusted from nc=1 again.
         digest = DigestServer(
-            NonceManager(nonce_secret, config.sip.nonce_lifetime), started_at=clock.wall()
+            NonceManager(nonce_secret, config.sip.nonce_lifetime),
+            tuple(DigestAlgorithm.from_token(a) for a in config.sip.digest_algorithms),
+            started_at=clock.wall(),
         )
         self.auth = Authenticator(digest, self.bans, config.sip.md5_only_user_agents)
         self.registrar = Registrar(self._tenant_map(config), location, self.auth, config.sip)
@@ -110,6 +112,8 @@ class SipServer:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._purge_task: asyncio.Task[None] | None = None
+        # Set when the daemon is stopping: new calls are refused with 503 + Retry-After.
+        self.draining_retry_after: int | None = None
 
     @staticmethod
     def _tenant_map(config: Config) -> dict[str, Tenant]:
@@ -147,6 +151,10 @@ class SipServer:
             t.close()
         for t in self.tcp:
             t.close()
+
+    def start_draining(self, retry_after: int) -> None:
+        """Refuse new calls from now on (503 with Retry-After); all else carries on."""
+        self.draining_retry_after = retry_after
 
     def reload(self, config: Config) -> list[str]:
         """Take a new config without dropping anything in flight.
@@ -280,6 +288,13 @@ class SipServer:
             )
         if method == "CANCEL":
             return self._response(request, 481, "Call/Transaction Does Not Exist")
+        if method == "INVITE" and self.draining_retry_after is not None:
+            return self._response(
+                request,
+                503,
+                "Service Unavailable",
+                [("Retry-After", str(self.draining_retry_after))],
+            )
         if method == "INVITE":
             # Calls are not routed by this daemon yet.
             return self._response(request, 480, "Temporarily Unavailable")
@@ -354,10 +369,12 @@ class SipServer:
             changes.setdefault("received", flow.host)
         if not changes:
             return request
-        headers = request.headers.remove_first("via").prepend(
-            "Via", str(top.with_params(**changes))
-        )
-        return request.replace(headers=headers)
+        stamped = top.with_params(**changes)
+        headers = request.headers.remove_first("via").prepend("Via", str(stamped))
+        # Everything parsed so far still holds; only the top Via changed.
+        cache = dict(request._cache)
+        cache["via"] = (stamped, *request.vias[1:])
+        return request.replace(headers=headers, _cache=cache)
 
     def _reply_destination(self, request: Request, flow: Flow) -> Destination:
         return self._reply_destination_from_via(request.top_via, flow)

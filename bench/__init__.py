@@ -1,0 +1,1 @@
+"""Benchmarks against reference peers; run with ``python -m bench``."""
