@@ -7,6 +7,7 @@ any capitalisation find the same header (h11's ``(raw_name, lowercased_name, val
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -68,10 +69,22 @@ _SINGLE_VALUE = frozenset(
 )
 
 
+_KEYS: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """The matching key of a header name: lower case, compact forms expanded."""
+    try:
+        return _KEYS[name]
+    except KeyError:
+        pass
     key = name.lower()
-    return COMPACT_FORMS.get(key, key)
+    key = COMPACT_FORMS.get(key, key)
+    # Real traffic uses a few dozen spellings; the bound keeps a hostile peer from
+    # growing the memo without limit.
+    if len(_KEYS) < 2048:
+        _KEYS[name] = key
+    return key
 
 
 class Headers:
@@ -256,7 +269,8 @@ def parse_via(value: str) -> Via:
     if not name or not version or not transport or not rest:
         raise SipParseError("Bad Via header")
     sent_by, _, param_text = rest.partition(";")
-    sent_by = "".join(sent_by.split())
+    # LWS may surround the ':' of sent-by (COLON = SWS ":" SWS) but nothing else.
+    sent_by = _join_sent_by(sent_by)
     host, port = split_hostport(sent_by)
     if not _is_token(name) or not _is_token(version) or not _is_token(transport):
         raise SipParseError("Bad Via header")
@@ -269,15 +283,33 @@ def parse_via(value: str) -> Via:
     return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
 
+_COLON_LWS = re.compile(r"[ \t]*:[ \t]*")
+
+
+def _join_sent_by(text: str) -> str:
+    # LWS may surround the ':' of sent-by (COLON = SWS ":" SWS), nothing else may hold it.
+    text = text.strip(" \t")
+    if " " in text or "\t" in text:
+        text = _COLON_LWS.sub(":", text)
+        if " " in text or "\t" in text:
+            raise SipParseError("Bad Via sent-by")
+    return text
+
+
 def parse_vias(headers: Headers) -> tuple[Via, ...]:
     return tuple(parse_via(v) for v in headers.values("via"))
 
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def _is_digits(text: str) -> bool:
+    # str.isdigit() also accepts other scripts' digits, which int() may then refuse.
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +375,12 @@ def parse_name_addr(value: str) -> NameAddr:
         end = text.find(">")
         if end < 0:
             raise SipParseError("Unterminated <URI>")
-        uri = parse_uri(text[1:end].strip())
+        inner = text[1:end]
+        if inner != inner.strip():
+            # LAQUOT is SWS "<" and RAQUOT is ">" SWS: the addr-spec itself is tight
+            # (RFC 4475 badaspec).
+            raise SipParseError("Spaces inside <URI>")
+        uri = parse_uri(inner)
         rest = text[end + 1 :].strip()
         if rest and not rest.startswith(";"):
             raise SipParseError("Junk after <URI>")
@@ -383,8 +420,10 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not _is_token(parts[1]):
+    if len(parts) != 2 or not _is_digits(parts[0]) or not _is_token(parts[1]):
         raise SipParseError("Bad CSeq header")
+    if len(parts[0].lstrip("0")) > 10:
+        raise SipParseError("CSeq number out of range")
     seq = int(parts[0])
     if seq >= 2**31:
         raise SipParseError("CSeq number out of range")
@@ -405,7 +444,7 @@ class ContactValue:
         value = self.address.param("expires")
         if value is None:
             return None
-        if not value.isdigit():
+        if not _is_digits(value) or len(value.lstrip("0")) > 10:
             raise SipParseError("Bad Contact expires")
         return int(value)
 
@@ -425,6 +464,6 @@ def parse_int_header(headers: Headers, name: str, limit: int = 2**32 - 1) -> int
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit() or int(value) > limit:
+    if not _is_digits(value) or len(value.lstrip("0")) > 10 or int(value) > limit:
         raise SipParseError(f"Bad {name} header")
     return int(value)

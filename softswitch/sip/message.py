@@ -8,19 +8,26 @@ first use, caching the result (sippy's lazy headers, h11's validate-once).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
-from softswitch.sip.errors import MessageTooLarge, SipParseError, VersionNotSupported
+from softswitch.sip.errors import (
+    MessageTooLarge,
+    SipParseError,
+    UnsupportedUriScheme,
+    VersionNotSupported,
+)
 from softswitch.sip.headers import (
     CSeq,
     Headers,
     NameAddr,
     Via,
+    header_key,
     parse_cseq,
     parse_name_addr,
     parse_via,
 )
-from softswitch.sip.uri import Uri, parse_absolute_uri
+from softswitch.sip.uri import Uri, parse_absolute_uri, split_quoted
 
 # A UDP datagram cannot be larger; a stream message is held to the same bound so that
 # a peer cannot make us buffer without limit.
@@ -110,7 +117,7 @@ class _MessageBase:
             if value is None or not value.strip():
                 raise SipParseError("Missing Call-ID header")
             value = value.strip()
-            if any(ch.isspace() for ch in value):
+            if _SPACE.search(value):
                 raise SipParseError("Bad Call-ID header")
             return value
 
@@ -142,7 +149,10 @@ class _MessageBase:
             raise SipParseError(f"Missing {name.title()} header")
         if len(values) > 1:
             raise SipParseError(f"Multiple {name.title()} headers")
-        return parse_name_addr(values[0])
+        try:
+            return parse_name_addr(values[0])
+        except SipParseError as exc:
+            raise SipParseError(f"Bad {name.title()} header: {exc.reason}") from None
 
     @property
     def content_type(self) -> str | None:
@@ -168,7 +178,7 @@ class Request(_MessageBase):
             if len(values) > 1:
                 raise SipParseError("Multiple Max-Forwards headers")
             text = values[0].strip()
-            if not text.isdigit() or int(text) > 255:
+            if not _is_digits(text) or len(text.lstrip("0")) > 3 or int(text) > 255:
                 raise SipParseError("Bad Max-Forwards header")
             return int(text)
 
@@ -220,8 +230,7 @@ def _serialize(start_line: str, headers: Headers, body: bytes) -> bytes:
     wrote_length = False
     for name, value in headers:
         if name.lower() in ("content-length", "l"):
-            if wrote_length:
-                continue
+            # Every copy states the true length, so no peer can be told two stories.
             value = str(len(body))
             wrote_length = True
         lines.append(f"{name}: {value}\r\n")
@@ -244,6 +253,37 @@ class PartialMessage:
         self.method = method
         self.headers = headers
 
+    @property
+    def top_via(self) -> Via | None:
+        """The top Via if its sent-protocol and sent-by can be read, else None.
+
+        Read leniently: broken parameters are skipped, because a 400 only needs the
+        sent-by (and received/rport) to find its way back (RFC 4475 badinv01).
+        """
+        values = self.headers.get_all("via")
+        if not values:
+            return None
+        first = split_quoted(values[0], ",")[0]
+        try:
+            return parse_via(first)
+        except SipParseError:
+            pass
+        head, _, params = first.partition(";")
+        kept = []
+        for part in params.split(";"):
+            name, _, _value = part.partition("=")
+            if name.strip() and _is_token(name.strip()) and "," not in part:
+                kept.append(part.strip())
+        try:
+            return parse_via(";".join([head, *kept]) if kept else head)
+        except SipParseError:
+            return None
+
+    @property
+    def respondable(self) -> bool:
+        """A response can be sent: the fault is in a request whose top Via is readable."""
+        return self.is_request and self.top_via is not None
+
 
 class BadMessage(SipParseError):
     """A parse fault with whatever of the message was readable attached."""
@@ -255,35 +295,49 @@ class BadMessage(SipParseError):
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
     """Split at the empty line; tolerate bare LF line ends (seen from broken stacks)."""
-    idx = data.find(b"\r\n\r\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 4 :]
-    idx = data.find(b"\n\n")
-    if idx >= 0:
-        return data[:idx], data[idx + 2 :]
+    crlf = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return data[:lf], data[lf + 2 :]
+    if crlf >= 0:
+        return data[:crlf], data[crlf + 4 :]
     return data, b""
 
 
 def _header_lines(head: str) -> list[str]:
-    raw = head.replace("\r\n", "\n").split("\n")
+    # Bare LF line ends are accepted (robustness principle: some embedded stacks send
+    # them); a CR anywhere else can only be an attack or corruption.
+    if "\r" in head:
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            raise SipParseError("Bare CR in header")
+    raw = head.split("\n")
+    if "\n " not in head and "\n\t" not in head:
+        return raw
     lines: list[str] = []
     for line in raw:
         if line and line[0] in " \t":
             # Folded continuation (RFC 3261 section 7.3.1): joins the previous line.
             if len(lines) <= 1:
                 raise SipParseError("Folded line without a header")
-            lines[-1] = lines[-1].rstrip() + " " + line.strip()
+            lines[-1] = lines[-1].rstrip(" \t") + " " + line.strip(" \t")
         else:
             lines.append(line)
     return lines
 
 
 def parse_message(data: bytes, *, datagram: bool = True) -> Message:
-    """Parse one SIP message. Raises BadMessage (a SipParseError) with the readable part."""
+    """Parse one SIP message. Raises BadMessage (a SipParseError) with the readable part.
+
+    ``datagram`` selects RFC 3261 section 18.3 framing: a datagram without Content-Length
+    holds its body to the end and ignores octets past Content-Length; a stream message
+    (already cut out by ``StreamFramer``) must state Content-Length and match it exactly.
+    """
     if len(data) > MAX_MESSAGE_SIZE:
         raise BadMessage(MessageTooLarge(), None)
     # Leading CRLFs before a message are keep-alives or framing noise (RFC 3261 7.5).
-    data = data.lstrip(b"\r\n")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
     head_bytes, body = split_head(data)
     try:
         head = head_bytes.decode("utf-8")
@@ -291,46 +345,55 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         # Header text must be UTF-8 (RFC 3261 section 7.3.1); latin-1 keeps going so that
         # a 400 can still be built from the readable headers.
         head = head_bytes.decode("latin-1")
-        utf8_fault: SipParseError | None = SipParseError("Header is not valid UTF-8")
+        fault: SipParseError | None = SipParseError("Header is not valid UTF-8")
     else:
-        utf8_fault = None
-    lines = _header_lines(head)
-    if not lines or not lines[0]:
-        raise BadMessage(SipParseError("Empty message"), None)
+        fault = None
+    try:
+        lines = _header_lines(head)
+    except SipParseError as exc:
+        raise BadMessage(exc, None) from None
     start = lines[0]
-    headers_list: list[tuple[str, str]] = []
+    if not start:
+        raise BadMessage(SipParseError("Empty message"), None)
     if len(lines) - 1 > MAX_HEADER_LINES:
         raise BadMessage(MessageTooLarge("Too many header lines"), None)
-    header_fault: SipParseError | None = None
+    headers_list: list[tuple[str, str]] = []
+    token = _TOKEN_RE.fullmatch
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        name_stripped = name.rstrip(" \t")
-        if not sep or not name_stripped or not _is_header_name(name_stripped):
-            header_fault = header_fault or SipParseError("Malformed header line")
+        name = name.rstrip(" \t")
+        if not sep or token(name) is None:
+            fault = fault or SipParseError("Malformed header line")
             continue
-        headers_list.append((name_stripped, value.strip(" \t")))
+        headers_list.append((name, value.strip(" \t")))
     headers = Headers(headers_list)
 
     is_request = not start.startswith("SIP/")
     method: str | None = None
     if is_request:
-        parts = start.split(" ")
-        if len(parts) == 3 and _is_token(parts[0]):
-            method = parts[0]
+        first = start.split(" ", 1)[0]
+        if token(first) is not None:
+            method = first
     partial = PartialMessage(is_request, method, headers)
     try:
-        if utf8_fault is not None:
-            raise utf8_fault
-        if header_fault is not None:
-            raise header_fault
+        if fault is not None:
+            raise fault
         body = _frame_body(headers, body, datagram)
         msg = _parse_start(start, headers, body)
         _validate(msg)
-    except BadMessage:
-        raise
     except SipParseError as exc:
         raise BadMessage(exc, partial) from None
     return msg
+
+
+def read_partial(data: bytes) -> PartialMessage | None:
+    """The readable part of a message head (for answering a framing error with a 400)."""
+    try:
+        msg = parse_message(data, datagram=True)
+    except BadMessage as exc:
+        return exc.partial
+    method = msg.method if isinstance(msg, Request) else None
+    return PartialMessage(isinstance(msg, Request), method, msg.headers)
 
 
 def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
@@ -342,10 +405,12 @@ def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
         if version.upper() != "SIP/2.0":
             raise VersionNotSupported()
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not _is_digits(code) or not 100 <= int(code) <= 699:
             raise SipParseError("Bad status code")
         reason = parts[2] if len(parts) == 3 else ""
         return Response(int(code), reason, headers, body, "SIP/2.0")
+    # Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP each, nothing
+    # after the version (RFC 4475 lwsstart, trws, lwsruri).
     parts = start.split(" ")
     if len(parts) != 3:
         raise SipParseError("Bad request line")
@@ -356,34 +421,59 @@ def _parse_start(start: str, headers: Headers, body: bytes) -> Message:
         raise SipParseError("Bad request line")
     if version.upper() != "SIP/2.0":
         raise VersionNotSupported()
-    uri = parse_absolute_uri(uri_text)
+    try:
+        uri = parse_absolute_uri(uri_text)
+    except UnsupportedUriScheme:
+        raise
+    except SipParseError as exc:
+        raise SipParseError(f"Bad Request-URI: {exc.reason}") from None
+    if uri.headers is not None:
+        # RFC 3261 section 19.1.1: headers are not allowed in a Request-URI (RFC 4475
+        # escruri). Liberal acceptance would let a sender smuggle a Route through us.
+        raise SipParseError("Bad Request-URI: headers are not allowed")
     return Request(method, uri, headers, body, "SIP/2.0")
 
 
 def _frame_body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
     values = headers.get_all("content-length")
     if not values:
-        # A datagram without Content-Length holds its body to the end (RFC 3261 18.3).
-        return rest if datagram else b""
+        if datagram:
+            # A datagram without Content-Length holds its body to the end (RFC 3261 18.3).
+            return rest
+        raise SipParseError("Missing Content-Length header")
     distinct = {v.strip() for v in values}
     if len(distinct) > 1:
         raise SipParseError("Conflicting Content-Length headers")
     text = values[0].strip()
-    if not text.isdigit():
+    if not _is_digits(text):
         raise SipParseError("Bad Content-Length header")
-    length = int(text)
-    if length > MAX_MESSAGE_SIZE:
+    if len(text.lstrip("0")) > 6 or int(text) > MAX_MESSAGE_SIZE:
         raise MessageTooLarge("Content-Length too large")
+    length = int(text)
     if length > len(rest):
         raise SipParseError("Content-Length larger than the body")
-    return rest[:length]
+    if not datagram and length != len(rest):
+        raise SipParseError("Content-Length smaller than the body")
+    # Octets past Content-Length in a datagram are discarded (RFC 3261 18.3, RFC 4475
+    # dblreq).
+    return rest[:length] if length != len(rest) else rest
+
+
+def _single(msg: Message, name: str, label: str) -> None:
+    if len(msg.headers.get_all(name)) > 1:
+        raise SipParseError(f"Multiple {label} headers")
 
 
 def _validate(msg: Message) -> None:
     """The checks every message must pass before anyone acts on it."""
-    if not msg.vias:
+    try:
+        vias = msg.vias
+    except SipParseError as exc:
+        raise SipParseError(f"Bad Via header: {exc.reason}") from None
+    if not vias:
         raise SipParseError("Missing Via header")
     msg.call_id  # noqa: B018 - parses and checks
+    _single(msg, "call-id", "Call-ID")
     cseq = msg.cseq
     msg.from_  # noqa: B018
     msg.to  # noqa: B018
@@ -393,15 +483,21 @@ def _validate(msg: Message) -> None:
         msg.max_forwards  # noqa: B018
 
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_SPACE = re.compile(r"\s")
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def _is_header_name(text: str) -> bool:
     return _is_token(text)
+
+
+def _is_digits(text: str) -> bool:
+    # str.isdigit() also accepts other scripts' digits, which int() may then refuse.
+    return text.isascii() and text.isdigit()
 
 
 # -- building ---------------------------------------------------------------------------
@@ -433,3 +529,27 @@ def make_response(
         lines.append(("Content-Type", content_type))
     lines.append(("Content-Length", str(len(body))))
     return Response(status, reason or REASON_PHRASES.get(status, "Unknown"), Headers(lines), body)
+
+
+def make_error_response(error: BadMessage, *, to_tag: str | None = None) -> Response | None:
+    """The response that answers a message we could not parse, or None when none may be
+    sent: the fault is in a response, or the top Via cannot be read (the message is then
+    dropped and logged, RFC 3261 section 18.2.1 needs the Via to route a response)."""
+    partial = error.partial
+    if partial is None or not partial.respondable:
+        return None
+    lines: list[tuple[str, str]] = []
+    for name, value in partial.headers:
+        key = header_key(name)
+        if key in ("via", "from", "call-id", "cseq"):
+            lines.append((name, value))
+        elif key == "to":
+            if to_tag and "tag=" not in value.lower().replace(" ", ""):
+                value = f"{value};tag={to_tag}"
+            lines.append((name, value))
+    lines.append(("Content-Length", "0"))
+    # The reason phrase names the fault; it must stay one line of printable text.
+    reason = "".join(ch if ch.isprintable() else "?" for ch in error.reason)[:200]
+    return Response(
+        error.status, reason or REASON_PHRASES.get(error.status, "Bad Request"), Headers(lines)
+    )

@@ -6,9 +6,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote as _percent_decode
 
 from softswitch.sip.errors import SipParseError, UnsupportedUriScheme
 
+_SPACE = re.compile(r"\s")
+_SIP_URI_BAD = re.compile(r'[\s<>"]')
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _HOSTNAME = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?$"
@@ -18,10 +21,15 @@ _IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 _USER_CHARS = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
 _PASSWORD_CHARS = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$")
 _PARAM_CHARS = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+$")
+# hname / hvalue characters plus the '=' and '&' that join them (RFC 3261 section 25.1).
+_HEADERS_CHARS = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$=&]|%[0-9A-Fa-f]{2})*$")
 
 
 def split_quoted(text: str, sep: str) -> list[str]:
     """Split at ``sep`` outside quoted strings and angle brackets; parts are stripped."""
+    if '"' not in text and "<" not in text:
+        # The common case (no quoting at all) stays in C.
+        return [part.strip() for part in text.split(sep)]
     parts: list[str] = []
     start = 0
     in_quote = False
@@ -81,8 +89,17 @@ def split_params(text: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def unescape(text: str) -> str:
+    """Resolve ``%HH`` escapes (RFC 3261 19.1.2), once and not recursively (RFC 3986):
+    ``v%61lue%25%34%31`` is ``value%41``, never ``valueA``. Bytes that are not UTF-8
+    (``%00`` is legal, so are bare octets) come back as surrogate escapes."""
+    if "%" not in text:
+        return text
+    return _percent_decode(text, errors="surrogateescape")
+
+
 def valid_host(host: str) -> bool:
-    if not host:
+    if not host or len(host) > 255:
         return False
     if host.startswith("["):
         if not host.endswith("]"):
@@ -93,11 +110,9 @@ def valid_host(host: str) -> bool:
             return False
         return True
     if _IPV4.match(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
+        return all(
+            len(part) == 1 or (part[0] != "0" and int(part) <= 255) for part in host.split(".")
+        )
     return bool(_HOSTNAME.match(host))
 
 
@@ -122,9 +137,14 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         raise SipParseError("Bad host")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if not _is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise SipParseError("Bad port")
     return host, int(port_text)
+
+
+def _is_digits(text: str) -> bool:
+    # str.isdigit() also accepts other scripts' digits, which int() may then refuse.
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +172,11 @@ class Uri:
         return None
 
     @property
+    def user_unescaped(self) -> str | None:
+        """The user part with its escapes resolved (``%75se%72`` is ``user``)."""
+        return unescape(self.user) if self.user is not None else None
+
+    @property
     def transport(self) -> str | None:
         value = self.param("transport")
         return value.lower() if value else None
@@ -177,7 +202,7 @@ class Uri:
         out += self.host_port
         for key, value in self.params:
             out += f";{key}" if value is None else f";{key}={value}"
-        if self.headers:
+        if self.headers is not None:
             out += f"?{self.headers}"
         return out
 
@@ -189,22 +214,21 @@ def parse_uri(text: str) -> Uri:
         raise SipParseError("Bad URI")
     scheme_l = scheme.lower()
     if scheme_l not in ("sip", "sips"):
-        if not rest or any(ch.isspace() for ch in rest):
+        if not rest or _SPACE.search(rest):
             raise SipParseError("Bad URI")
         if scheme_l == "tel":
             return Uri("tel", opaque=rest, user=rest.split(";", 1)[0])
         return Uri(scheme_l, opaque=rest)
-    if any(ch.isspace() or ch in '<>"' for ch in rest):
+    if _SIP_URI_BAD.search(rest):
         raise SipParseError("Bad SIP URI")
     user: str | None = None
     password: str | None = None
-    # The userinfo ends at the last '@' before any '?' header part.
+    # Neither uri-parameters nor headers may hold an unescaped '@', but a user part may
+    # hold '?', ';' and ',' (RFC 4475 intmeth), so the last '@' ends the userinfo.
     headers: str | None = None
     main = rest
-    if "?" in rest:
-        main, headers = rest.split("?", 1)
-    if "@" in main:
-        userinfo, main = main.rsplit("@", 1)
+    if "@" in rest:
+        userinfo, main = rest.rsplit("@", 1)
         user, psep, pw = userinfo.partition(":")
         if psep:
             password = pw
@@ -212,6 +236,10 @@ def parse_uri(text: str) -> Uri:
                 raise SipParseError("Bad SIP URI password")
         if not user or not _USER_CHARS.match(user):
             raise SipParseError("Bad SIP URI user")
+    if "?" in main:
+        main, headers = main.split("?", 1)
+        if headers and not _HEADERS_CHARS.match(headers):
+            raise SipParseError("Bad SIP URI headers")
     hostport, _, param_text = main.partition(";")
     host, port = split_hostport(hostport)
     params: tuple[tuple[str, str | None], ...] = ()
