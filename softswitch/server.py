@@ -22,11 +22,11 @@ from softswitch.services.registrar import Registrar
 from softswitch.sip.auth import DigestAlgorithm, DigestServer, NonceManager
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.flow import Flow
-from softswitch.sip.headers import Headers, parse_via
 from softswitch.sip.message import (
     BadMessage,
     Request,
     Response,
+    make_error_response,
     make_response,
     parse_message,
 )
@@ -47,6 +47,8 @@ security_log = get_logger("softswitch.security")
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
 ACCEPT = "application/sdp"
 SUPPORTED = "path"
+SUPPORTED_SET = frozenset({"path"})
+ACCEPTED_BODIES = frozenset({"application/sdp"})
 # Methods we recognise; those we do not serve yet get 405 with Allow, others 501
 # (RFC 3261 section 8.2.1).
 KNOWN_METHODS = frozenset(
@@ -266,13 +268,9 @@ class SipServer:
                     detail=outcome.detail,
                 )
             return outcome.response
-        if not self._domain_is_ours(request):
-            return self._response(request, 403, "Forbidden")
-        unsupported = [v for v in request.headers.values("require") if v.lower() != "path"]
-        if unsupported and method != "CANCEL":
-            return self._response(
-                request, 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]
-            )
+        refusal = self._inspect(request)
+        if refusal is not None:
+            return refusal
         if method == "OPTIONS":
             return self._response(
                 request,
@@ -300,6 +298,50 @@ class SipServer:
             return self._response(request, 480, "Temporarily Unavailable")
         return self._response(request, 405, "Method Not Allowed", [("Allow", ALLOW)])
 
+    def _inspect(self, request: Request) -> Response | None:
+        """The checks of RFC 3261 section 8.2 that every non-REGISTER request passes, in
+        the RFC's order: addressee, required extensions, hops, then the body."""
+        method = request.method
+        if not self._domain_is_ours(request):
+            # One answer for every domain we do not serve.
+            return self._response(request, 403, "Forbidden")
+        if method not in ("CANCEL", "ACK"):
+            unsupported = [
+                v for v in request.headers.values("require") if v.lower() not in SUPPORTED_SET
+            ]
+            if unsupported:
+                return self._response(
+                    request, 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]
+                )
+        # A request for a user is passed on toward that user's phones (RFC 3261 16.3
+        # step 2): with no hops left it ends here.
+        if request.uri.user and request.max_forwards == 0:
+            return self._response(request, 483, "Too Many Hops")
+        if request.body:
+            content_type = request.content_type
+            if content_type is not None and content_type not in ACCEPTED_BODIES:
+                return self._response(request, 415, "Unsupported Media Type", [("Accept", ACCEPT)])
+            encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
+            if encoding != "identity":
+                return self._response(
+                    request, 415, "Unsupported Media Type", [("Accept-Encoding", "identity")]
+                )
+        if method == "INVITE" and not self._accepts_sdp(request):
+            # Our answer would carry SDP, which the caller says it cannot take.
+            return self._response(request, 406, "Not Acceptable")
+        return None
+
+    @staticmethod
+    def _accepts_sdp(request: Request) -> bool:
+        values = request.headers.values("accept")
+        if not values:
+            return True
+        for value in values:
+            media = value.split(";", 1)[0].strip().lower()
+            if media in ("application/sdp", "application/*", "*/*"):
+                return True
+        return False
+
     def _domain_is_ours(self, request: Request) -> bool:
         uri = request.uri
         if not uri.is_sip:
@@ -325,25 +367,15 @@ class SipServer:
     def _reject_unparsable(self, exc: BadMessage, flow: Flow) -> None:
         self.counters.parse_errors += 1
         partial = exc.partial
-        if partial is None or not partial.is_request or partial.method == "ACK":
+        response = None
+        if partial is not None and partial.method != "ACK":
+            response = make_error_response(exc, to_tag=secrets.token_hex(6))
+        if response is None or partial is None or partial.top_via is None:
+            # RFC 3261 section 18.2.1: a fault in a response, or a request whose top Via
+            # cannot be read, cannot be answered: no response could be routed.
             log.debug("dropped_unparsable", source=str(flow), reason=exc.reason)
             return
-        headers = partial.headers
-        try:
-            top = parse_via(headers.values("via")[0])
-        except (SipParseError, IndexError):
-            # RFC 3261 section 18.2.1: without a readable top Via no response can be routed.
-            log.debug("dropped_unroutable", source=str(flow), reason=exc.reason)
-            return
-        lines = [
-            (n, v)
-            for n, v in headers
-            if n.lower() in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
-        ]
-        lines.append(("Content-Length", "0"))
-        response = Response(exc.status, exc.reason, Headers(lines))
-        dest = self._reply_destination_from_via(top, flow)
-        self._send(response.to_bytes(), dest)
+        self._send(response.to_bytes(), self._reply_destination_from_via(partial.top_via, flow))
         log.debug("rejected_unparsable", source=str(flow), status=exc.status, reason=exc.reason)
 
     def _reply_stateless(self, request: Request, flow: Flow, status: int, reason: str) -> None:

@@ -95,6 +95,13 @@ class Registrar:
                 request, RegistrarError.BAD_EXTENSION, extra=(("Unsupported", unsupported),)
             )
 
+        # A malformed Contact is a malformed request: 400 before any challenge, so that
+        # a phone is not asked for credentials only to be refused afterwards.
+        try:
+            contacts = parse_contacts(request.headers)
+        except SipParseError:
+            return self._refuse(request, RegistrarError.BAD_CONTACT)
+
         outcome = self.auth.check(
             request, AuthKind.WWW, tenant, user, flow.host, now_wall, now_mono
         )
@@ -118,14 +125,19 @@ class Registrar:
             return RegisterOutcome(response, "challenge", tenant.domain, user)
 
         try:
-            return self._save(request, flow, tenant, user, now_wall)
+            return self._save(request, contacts, flow, tenant, user, now_wall)
         except SipParseError:
             return self._refuse(request, RegistrarError.BAD_CONTACT)
 
     def _save(
-        self, request: Request, flow: Flow, tenant: Tenant, user: str, now: float
+        self,
+        request: Request,
+        contacts: list[ContactValue],
+        flow: Flow,
+        tenant: Tenant,
+        user: str,
+        now: float,
     ) -> RegisterOutcome:
-        contacts = parse_contacts(request.headers)
         header_expires = self._expires_header(request)
         if header_expires is RegistrarError.BAD_EXPIRES:
             return self._refuse(request, RegistrarError.BAD_EXPIRES)
