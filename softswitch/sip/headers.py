@@ -7,6 +7,7 @@ any capitalisation find the same header (h11's ``(raw_name, lowercased_name, val
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -149,8 +150,10 @@ class Headers:
         for _, k, value in self._lines:
             if k != key:
                 continue
-            if key in _SINGLE_VALUE:
-                out.append(value)
+            if key in _SINGLE_VALUE or "," not in value:
+                # Most lines hold one element: no need to scan for quotes and brackets.
+                if value:
+                    out.append(value)
             else:
                 out.extend(part for part in split_quoted(value, ",") if part)
         return out
@@ -351,6 +354,9 @@ def _quote_display(display: str) -> str:
     return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# From/To/Contact values repeat within a dialog and across re-registrations; the result
+# is immutable, so it is cached like parse_uri.
+@functools.lru_cache(maxsize=8192)
 def parse_name_addr(value: str) -> NameAddr:
     """Parse From/To/Contact/Route-style values. Raises SipParseError."""
     text = value.strip()

@@ -3,6 +3,7 @@ helpers the header parsers share (quote-aware splitting, parameters)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -207,6 +208,9 @@ class Uri:
         return out
 
 
+# The same few URIs arrive again and again (a phone's AOR in every re-REGISTER, the
+# domain in every Request-URI); a Uri is immutable, so a parse can be shared.
+@functools.lru_cache(maxsize=8192)
 def parse_uri(text: str) -> Uri:
     """Parse a URI. SIP/SIPS are fully checked; tel and others are kept opaque."""
     scheme, sep, rest = text.partition(":")

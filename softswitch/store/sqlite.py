@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 from softswitch.services.location import Binding
@@ -45,12 +46,16 @@ _COLUMNS = (
 )
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, readonly: bool = False, check_same_thread: bool = True
+) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        conn = sqlite3.connect(
+            path, timeout=5.0, isolation_level=None, check_same_thread=check_same_thread
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
@@ -118,11 +123,25 @@ def _binding_to_row(b: Binding) -> tuple:
     )
 
 
-class SqliteLocationStore:
-    """A LocationStore kept in memory and written through to SQLite."""
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_DELETE = "DELETE FROM bindings WHERE tenant=? AND user=? AND contact=?"
+_DELETE_AOR = "DELETE FROM bindings WHERE tenant=? AND user=?"
+_PURGE = "DELETE FROM bindings WHERE expires_at <= ?"
 
-    def __init__(self, path: Path) -> None:
-        self._conn = connect(path)
+
+class SqliteLocationStore:
+    """A LocationStore served from memory and written behind to SQLite.
+
+    Every change is applied to memory at once and queued; a writer thread commits the
+    queue every ``flush_interval`` seconds in one transaction. One commit per REGISTER
+    would cost more than everything else a REGISTER does; a burst of thousands of
+    phones re-registering becomes a handful of commits. A crash loses at most the last
+    ``flush_interval`` of changes, which the phones' next re-REGISTER restores; a clean
+    stop (``close``) loses nothing.
+    """
+
+    def __init__(self, path: Path, *, flush_interval: float = 0.05) -> None:
+        self._conn = connect(path, check_same_thread=False)
         self._aors: dict[tuple[str, str], dict[str, Binding]] = {}
         for row in self._conn.execute(f"SELECT {_COLUMNS} FROM bindings"):
             b = _row_to_binding(row)
@@ -131,51 +150,53 @@ class SqliteLocationStore:
                 flow = Flow(b.flow.transport, b.flow.host, b.flow.port, b.flow.local, None)
                 b = _replace_flow(b, flow)
             self._aors.setdefault((b.tenant, b.user), {})[b.contact] = b
+        self._pending: list[tuple[str, tuple]] = []
+        self._lock = threading.Lock()
+        # flush() from the caller and the writer thread must not interleave commits.
+        self._commit_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._flush_interval = flush_interval
+        self._writer = threading.Thread(
+            target=self._write_loop, name="location-writer", daemon=True
+        )
+        self._writer.start()
 
     def lookup(self, tenant: str, user: str, now: float) -> list[Binding]:
         contacts = self._aors.get((tenant, user))
         if not contacts:
             return []
         live = [b for b in contacts.values() if b.is_valid(now)]
-        live.sort(key=lambda b: b.registered_at, reverse=True)
+        if len(live) > 1:
+            live.sort(key=lambda b: b.registered_at, reverse=True)
         return live
 
     def save(self, tenant: str, user: str, updates: list[Binding], removals: list[str]) -> None:
         contacts = self._aors.setdefault((tenant, user), {})
-        with _transaction(self._conn):
-            if removals:
-                self._conn.executemany(
-                    "DELETE FROM bindings WHERE tenant=? AND user=? AND contact=?",
-                    [(tenant, user, contact) for contact in removals],
-                )
-            if updates:
-                self._conn.executemany(
-                    f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [_binding_to_row(b) for b in updates],
-                )
+        ops: list[tuple[str, tuple]] = [(_DELETE, (tenant, user, c)) for c in removals]
+        ops.extend((_UPSERT, _binding_to_row(b)) for b in updates)
         for contact in removals:
             contacts.pop(contact, None)
         for b in updates:
             contacts[b.contact] = b
         if not contacts:
             del self._aors[(tenant, user)]
+        self._queue(ops)
 
     def remove_all(self, tenant: str, user: str) -> None:
-        with _transaction(self._conn):
-            self._conn.execute("DELETE FROM bindings WHERE tenant=? AND user=?", (tenant, user))
         self._aors.pop((tenant, user), None)
+        self._queue([(_DELETE_AOR, (tenant, user))])
 
     def purge_expired(self, now: float) -> int:
-        with _transaction(self._conn):
-            cur = self._conn.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
-        removed = cur.rowcount
+        removed = 0
         for key in list(self._aors):
             contacts = self._aors[key]
             for contact in [c for c, b in contacts.items() if not b.is_valid(now)]:
                 del contacts[contact]
+                removed += 1
             if not contacts:
                 del self._aors[key]
+        self._queue([(_PURGE, (now,))])
         return removed
 
     def all_bindings(self, now: float) -> list[Binding]:
@@ -186,8 +207,48 @@ class SqliteLocationStore:
     def count(self) -> int:
         return sum(len(c) for c in self._aors.values())
 
+    def flush(self) -> None:
+        """Commit everything queued so far, now (from the caller's thread)."""
+        self._wake.set()
+        with self._lock:
+            ops, self._pending = self._pending, []
+        self._commit(ops)
+
     def close(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._writer.join()
+        self.flush()
         self._conn.close()
+
+    # -- writer thread ---------------------------------------------------------------
+
+    def _queue(self, ops: list[tuple[str, tuple]]) -> None:
+        with self._lock:
+            self._pending.extend(ops)
+
+    def _write_loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            with self._lock:
+                ops, self._pending = self._pending, []
+            self._commit(ops)
+
+    def _commit(self, ops: list[tuple[str, tuple]]) -> None:
+        if not ops:
+            return
+        with self._commit_lock, _transaction(self._conn):
+            # Runs of the same statement go to executemany; order is kept, so a delete
+            # and a later re-insert of the same contact end as they did in memory.
+            i = 0
+            while i < len(ops):
+                sql = ops[i][0]
+                j = i
+                while j < len(ops) and ops[j][0] == sql:
+                    j += 1
+                self._conn.executemany(sql, [args for _, args in ops[i:j]])
+                i = j
 
 
 def read_bindings(path: Path, now: float) -> list[Binding]:

@@ -113,7 +113,8 @@ def test_register_saves_binding_with_flow_and_answers_contacts(registrar, store,
     assert out.response.headers.get_all("Contact") == ["<sip:201@192.0.2.10:5062>;expires=600"]
     [b] = store.lookup("acme.example", "201", WALL)
     assert b.flow == FLOW and b.expires_at == WALL + 600
-    # Persisted: another reader of the same file sees it.
+    # Persisted (written behind, so flushed first): another reader of the file sees it.
+    store.flush()
     assert [x.user for x in read_bindings(tmp_path / "state.db", WALL)] == ["201"]
 
 
