@@ -18,8 +18,8 @@ class Direction(enum.Enum):
     """The media direction of a leg as seen from the switch (RFC 3264 section 5.1)."""
 
     SENDRECV = "sendrecv"
-    SENDONLY = "sendonly"  # the switch only sends to this leg (the phone put us on hold)
-    RECVONLY = "recvonly"  # the switch only receives from this leg
+    SENDONLY = "sendonly"  # the switch only sends to this leg (the switch holds the phone)
+    RECVONLY = "recvonly"  # the switch only receives (the phone put the call on hold)
     INACTIVE = "inactive"
 
 
