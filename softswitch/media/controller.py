@@ -15,12 +15,14 @@ from typing import Protocol
 
 
 class Direction(enum.Enum):
-    """The media direction of a leg as seen from the switch (RFC 3264 section 5.1)."""
+    """The direction the phone declared for its leg (its own SDP attribute, RFC 3264
+    section 5.1), not the switch's. The SDP layer reports directions from the switch's
+    side (``NegotiatedMedia.direction``); the B2BUA reverses them into this."""
 
     SENDRECV = "sendrecv"
-    SENDONLY = "sendonly"  # the switch only sends to this leg (the switch holds the phone)
-    RECVONLY = "recvonly"  # the switch only receives (the phone put the call on hold)
-    INACTIVE = "inactive"
+    SENDONLY = "sendonly"  # the phone only sends (it put the call on hold): send it nothing
+    RECVONLY = "recvonly"  # the phone only receives: expect nothing from it
+    INACTIVE = "inactive"  # neither way
 
 
 @dataclass(frozen=True, slots=True)
