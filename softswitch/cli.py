@@ -1,4 +1,4 @@
-"""The command line: ``softswitch run | check-config | registrations``."""
+"""The command line: ``softswitch run | check-config | registrations | cdr``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,27 @@ def cmd_registrations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cdr(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from softswitch.store.cdr import parse_since, read_records, to_csv, to_json
+    from softswitch.wiring import state_database
+
+    try:
+        since = parse_since(args.since)
+    except ValueError:
+        print(
+            f"error: --since {args.since!r} is not a date (YYYY-MM-DD[THH:MM[:SS]])",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    records = read_records(state_database(config), since, args.tenant)
+    text = to_json(records) if args.format == "json" else to_csv(records)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
 def format_registrations(config: Config, bindings: list, now: float) -> str:
     lines: list[str] = []
     by_tenant: dict[str, list] = {}
@@ -104,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--tenant", help="only this tenant's domain")
     p.set_defaults(func=cmd_registrations)
+    p = sub.add_parser("cdr", help="export call detail records")
+    p.add_argument("--config", required=True)
+    p.add_argument(
+        "--since", required=True, help="calls started at or after: YYYY-MM-DD[THH:MM[:SS]] (UTC)"
+    )
+    p.add_argument("--tenant", help="only this tenant's domain")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.set_defaults(func=cmd_cdr)
     return parser
 
 

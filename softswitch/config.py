@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softswitch.config_service import AdminSettings, ServiceSettings, build_admin, build_service
 from softswitch.errors import ConfigError
 from softswitch.sip.quirks import DEFAULT_MD5_ONLY_USER_AGENTS
 from softswitch.sip.timers import TimerConfig
@@ -87,6 +88,25 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CallSettings:
+    ring_timeout: float = 30.0
+    """Seconds a call may ring before the caller gets 480 and every branch is cancelled."""
+    max_call_seconds: float = 14400.0
+    """Answered calls are cut (BYE on both legs) after this long."""
+    session_expires: int = 1800
+    """RFC 4028 session interval we ask for; a dead phone's call ends within it."""
+    min_se: int = 90
+    """The shortest session interval we accept (RFC 4028: at least 90)."""
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    """RTP ports (even, RTCP on the odd one above) the media engine binds."""
+    media_timeout: float = 30.0
+    """A call whose phone sends no RTP for this long (and is not on hold) is ended."""
+    media_address: str = ""
+    """IP put in SDP and bound for RTP; empty: the host of the first listen address."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     listen: tuple[ListenAddress, ...]
@@ -96,6 +116,10 @@ class Config:
     sip: SipSettings = field(default_factory=SipSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     tenants: tuple[Tenant, ...] = ()
+    calls: CallSettings = field(default_factory=CallSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    media: MediaSettings = field(default_factory=lambda: MediaSettings())
     _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -199,7 +223,20 @@ def load_config(path: str | Path) -> Config:
 def build_config(raw: dict[str, Any], path: Path) -> Config:
     c = _Collector(path)
     _unknown_keys(
-        c, raw, {"listen", "state_dir", "log_level", "log_format", "sip", "security", "tenants"}, ""
+        c,
+        raw,
+        {
+            "listen",
+            "state_dir",
+            "log_level",
+            "log_format",
+            "sip",
+            "security",
+            "calls",
+            "tenants",
+        }
+        | {"admin", "service", "media"},
+        "",
     )
 
     listen: list[ListenAddress] = []
@@ -233,6 +270,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
 
     sip = _build_sip(c, _get(c, raw, "sip", "", dict, default={}) or {})
     security = _build_security(c, _get(c, raw, "security", "", dict, default={}) or {})
+    calls = _build_calls(c, _get(c, raw, "calls", "", dict, default={}) or {})
 
     tenants: list[Tenant] = []
     seen_domains: set[str] = set()
@@ -274,6 +312,10 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
         if domain:
             tenants.append(Tenant(domain.lower(), name or domain, tuple(extensions)))
 
+    admin = build_admin(raw.get("admin"), path.resolve().parent, c)
+    service = build_service(raw.get("service"), c)
+    media = _build_media(c, _get(c, raw, "media", "", dict, default={}) or {})
+
     if c.errors:
         raise ConfigError("\n".join(c.errors))
     return Config(
@@ -285,6 +327,10 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
         sip=sip,
         security=security,
         tenants=tuple(tenants),
+        calls=calls,
+        admin=admin,
+        service=service,
+        media=media,
     )
 
 
@@ -369,3 +415,78 @@ def _build_security(c: _Collector, t: dict[str, Any]) -> SecuritySettings:
         ban_window=float(window or d.ban_window),
         ban_time=float(ban_time if ban_time is not None else d.ban_time),
     )
+
+
+def _build_calls(c: _Collector, t: dict[str, Any]) -> CallSettings:
+    p = "calls."
+    known = {
+        "ring_timeout",
+        "max_call_seconds",
+        "session_expires",
+        "min_se",
+        "rtp_port_min",
+        "rtp_port_max",
+        "media_timeout",
+        "media_address",
+    }
+    _unknown_keys(c, t, known, p)
+    d = CallSettings()
+    ring = _get(c, t, "ring_timeout", p, (int, float), default=d.ring_timeout)
+    _positive(c, p + "ring_timeout", ring)
+    longest = _get(c, t, "max_call_seconds", p, (int, float), default=d.max_call_seconds)
+    _positive(c, p + "max_call_seconds", longest)
+    expires = _get(c, t, "session_expires", p, int, default=d.session_expires)
+    min_se = _get(c, t, "min_se", p, int, default=d.min_se)
+    if min_se is not None and min_se < 90:
+        c.error(p + "min_se", "must be at least 90 (RFC 4028)")
+        min_se = None
+    if expires is not None and min_se is not None and expires < min_se:
+        c.error(p + "session_expires", f"must not be smaller than min_se ({min_se})")
+    low = _get(c, t, "rtp_port_min", p, int, default=d.rtp_port_min)
+    high = _get(c, t, "rtp_port_max", p, int, default=d.rtp_port_max)
+    for key, value in (("rtp_port_min", low), ("rtp_port_max", high)):
+        if value is not None and not 1024 <= value <= 65535:
+            c.error(p + key, "must be a port between 1024 and 65535")
+    if low is not None and high is not None and high - low < 3:
+        c.error(p + "rtp_port_max", "must leave room above rtp_port_min for two port pairs")
+    media_timeout = _get(c, t, "media_timeout", p, (int, float), default=d.media_timeout)
+    _positive(c, p + "media_timeout", media_timeout)
+    address = _get(c, t, "media_address", p, str, default=d.media_address)
+    if address:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            c.error(p + "media_address", f"{address!r} is not an IP address")
+            address = ""
+    return CallSettings(
+        ring_timeout=float(ring or d.ring_timeout),
+        max_call_seconds=float(longest or d.max_call_seconds),
+        session_expires=expires or d.session_expires,
+        min_se=min_se or d.min_se,
+        rtp_port_min=low or d.rtp_port_min,
+        rtp_port_max=high or d.rtp_port_max,
+        media_timeout=float(media_timeout or d.media_timeout),
+        media_address=address or "",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """``[media]``: where the RTP engine runs. ``workers = 0`` keeps it in the signalling
+    process (small sites, tests); N starts N worker processes, "auto" one per CPU."""
+
+    workers: int | None = 0
+    pin_workers: bool = False
+
+
+def _build_media(c: _Collector, t: dict[str, Any]) -> MediaSettings:
+    p = "media."
+    _unknown_keys(c, t, {"workers", "pin_workers"}, p)
+    workers = t.get("workers", 0)
+    if workers == "auto":
+        workers = None
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        c.error(p + "workers", f'must be 0, a number of processes or "auto", not {workers!r}')
+        workers = 0
+    pin = _get(c, t, "pin_workers", p, bool, default=False)
+    return MediaSettings(workers=workers, pin_workers=bool(pin))

@@ -1,0 +1,1 @@
+"""Routing decisions: pure functions from a tenant and a dialled string to a target."""

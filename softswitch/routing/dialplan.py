@@ -1,0 +1,77 @@
+"""The dial plan: which extension a dialled Request-URI means, inside one tenant. Pure.
+
+The caller's tenant is the only place a target is looked up. A URI naming another
+tenant's domain is "not found" exactly like a number that does not exist, so a caller
+learns nothing about other companies on the same switch, and no request ever crosses
+from one tenant to another.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from softswitch.config import Extension, Tenant
+from softswitch.sip.uri import Uri
+
+# Visual separators people and phones put in dialled numbers (RFC 3966 section 5.1.1).
+_SEPARATORS = str.maketrans("", "", "-.() ")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionRoute:
+    """Ring the registered contacts of ``extension`` of ``tenant``."""
+
+    tenant: Tenant
+    extension: Extension
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """Nothing in the caller's tenant answers to this; ``detail`` is for the logs only."""
+
+    detail: str
+
+
+Route = ExtensionRoute | NotFound
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def dialled_user(uri: Uri) -> str | None:
+    """The dialled string of a Request-URI: the user part (tel: number) unescaped,
+    without visual separators or ``;`` parameters."""
+    user = uri.user_unescaped if uri.is_sip else uri.user
+    if not user:
+        return None
+    user = user.split(";", 1)[0]
+    stripped = user.translate(_SEPARATORS)
+    # Separators are only noise in numbers; a SIP user name keeps its dots.
+    return stripped if stripped.lstrip("+").isdigit() else user
+
+
+def route(tenant: Tenant, uri: Uri) -> Route:
+    """Where a call from an extension of ``tenant`` to ``uri`` goes.
+
+    ``sip:201@acme.example`` and ``sip:201@<our address>`` (phones often dial the
+    server's address) and ``tel:201`` all mean extension 201 of the caller's tenant.
+    """
+    user = dialled_user(uri)
+    if user is None:
+        return NotFound("no user part")
+    if uri.is_sip:
+        host = uri.host.lower().rstrip(".")
+        if host != tenant.domain and not _is_ip(host):
+            return NotFound(f"domain {host} is not the caller's")
+    elif uri.scheme != "tel":
+        return NotFound(f"scheme {uri.scheme}")
+    extension = tenant.extension(user)
+    if extension is None:
+        return NotFound(f"no extension {user}")
+    return ExtensionRoute(tenant, extension)
