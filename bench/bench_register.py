@@ -47,7 +47,7 @@ TENANTS = ("bench-a.example", "bench-b.example")
 USERS_PER_TENANT = 5000
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio" / "kamailio.cfg"
 
-FULL_STEPS = (1000, 2000, 4000, 6000, 8000, 10000, 12000)
+FULL_STEPS = (1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 14000, 16000)
 QUICK_STEPS = (1000, 4000)
 
 

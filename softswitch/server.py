@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from softswitch.services.registrar import Registrar
 from softswitch.sip.auth import DigestAlgorithm, DigestServer, NonceManager
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.flow import Flow
+from softswitch.sip.ids import new_tag
 from softswitch.sip.message import (
     BadMessage,
     Request,
@@ -556,7 +556,7 @@ class SipServer:
         headers = list(extra or [])
         if self.config.sip.server_header:
             headers.append(("Server", self.config.sip.server_header))
-        return make_response(request, status, reason, to_tag=secrets.token_hex(6), extra=headers)
+        return make_response(request, status, reason, to_tag=new_tag(), extra=headers)
 
     # -- errors before a transaction exists -------------------------------------------
 
@@ -565,7 +565,7 @@ class SipServer:
         partial = exc.partial
         response = None
         if partial is not None and partial.method != "ACK":
-            response = make_error_response(exc, to_tag=secrets.token_hex(6))
+            response = make_error_response(exc, to_tag=new_tag())
         if response is None or partial is None or partial.top_via is None:
             # RFC 3261 section 18.2.1: a fault in a response, or a request whose top Via
             # cannot be read, cannot be answered: no response could be routed.

@@ -38,10 +38,10 @@ from softswitch.sip.dialog import (
     Dialog,
     DialogError,
     new_call_id,
-    new_tag,
     parse_contact_uri,
 )
 from softswitch.sip.headers import Headers, NameAddr
+from softswitch.sip.ids import new_tag
 from softswitch.sip.message import Message, Request, Response, make_response
 from softswitch.sip.sdp import (
     SUPPORTED,

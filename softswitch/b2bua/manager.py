@@ -15,7 +15,6 @@ set of calls except ``hangup_all`` at shutdown.
 from __future__ import annotations
 
 import random
-import secrets
 from collections.abc import Callable
 
 from softswitch.b2bua.call import Call, CallState
@@ -38,6 +37,7 @@ from softswitch.services.authn import Authenticator, AuthKind
 from softswitch.services.location import Binding, LocationStore
 from softswitch.sip.flow import Flow
 from softswitch.sip.headers import NameAddr
+from softswitch.sip.ids import new_tag, random_hex
 from softswitch.sip.message import Message, Request, Response, make_response
 from softswitch.sip.sdp import SdpError, SessionDescription, parse_sdp
 from softswitch.sip.transaction.events import Destination, Event, SendMessage, TransactionError
@@ -349,7 +349,7 @@ class CallManager:
         dialled = dialplan.dialled_user(invite.uri) or ""
         call = Call(
             self,
-            secrets.token_hex(8),
+            random_hex(8),
             tenant.domain,
             caller.user,
             dialled,
@@ -471,4 +471,4 @@ def _reply(
     reason: str | None = None,
     extra: list[tuple[str, str]] | None = None,
 ) -> Response:
-    return make_response(request, status, reason, to_tag=secrets.token_hex(6), extra=extra or [])
+    return make_response(request, status, reason, to_tag=new_tag(), extra=extra or [])

@@ -8,7 +8,6 @@ store's changes come out. No sockets and no clock reads: ``now_wall`` stamps bin
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass
 
 from softswitch.config import SipSettings, Tenant
@@ -17,6 +16,7 @@ from softswitch.services.location import Binding, LocationStore
 from softswitch.sip.errors import SipParseError
 from softswitch.sip.flow import Flow
 from softswitch.sip.headers import ContactValue, parse_contacts
+from softswitch.sip.ids import new_tag
 from softswitch.sip.message import Request, Response, make_response
 
 # Extensions a REGISTER may require of us (RFC 3327 Path; RFC 5626 outbound is not
@@ -61,7 +61,7 @@ class RegisterOutcome:
 
 
 def _tag() -> str:
-    return secrets.token_hex(6)
+    return new_tag()
 
 
 class Registrar:

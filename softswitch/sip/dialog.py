@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 from dataclasses import dataclass
 
 from softswitch.sip.errors import SipError, SipParseError
 from softswitch.sip.headers import Headers, NameAddr, parse_name_addr
+from softswitch.sip.ids import random_hex
 from softswitch.sip.message import Request, Response
 from softswitch.sip.uri import Uri, parse_uri
 
@@ -49,14 +49,9 @@ class OutOfOrder(DialogError):
     reason = "CSeq Out of Order"
 
 
-def new_tag() -> str:
-    """A From/To tag: 48 random bits, unique among the dialogs of this node."""
-    return secrets.token_hex(6)
-
-
 def new_call_id(host: str) -> str:
     """A Call-ID of our own: random, so nothing about the other leg can be read from it."""
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{random_hex(12)}@{host}"
 
 
 def _without_tag(address: NameAddr) -> NameAddr:

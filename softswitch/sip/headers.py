@@ -13,7 +13,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from softswitch.sip.errors import SipParseError
-from softswitch.sip.uri import Uri, parse_uri, split_hostport, split_params, split_quoted, unquote
+from softswitch.sip.uri import (
+    Uri,
+    parse_uri,
+    split_hostport,
+    split_params,
+    split_quoted,
+    unquote,
+    valid_host,
+)
 
 # RFC 3261 section 7.3.3 plus the later RFCs that added compact forms.
 COMPACT_FORMS: dict[str, str] = {
@@ -73,6 +81,11 @@ _SINGLE_VALUE = frozenset(
 _KEYS: dict[str, str] = {}
 
 
+def header_keys_seen() -> dict[str, str]:
+    """The memo behind header_key (read-only use: spelling -> key)."""
+    return _KEYS
+
+
 def header_key(name: str) -> str:
     """The matching key of a header name: lower case, compact forms expanded."""
     try:
@@ -101,6 +114,11 @@ class Headers:
         self._lines: tuple[tuple[str, str, str], ...] = tuple(
             (name, header_key(name), value) for name, value in lines
         )
+
+    @classmethod
+    def from_triples(cls, triples: Iterable[tuple[str, str, str]]) -> Headers:
+        """From ``(raw_name, header_key(raw_name), value)`` triples the caller has keyed."""
+        return cls._from_triples(triples)
 
     @classmethod
     def _from_triples(cls, triples: Iterable[tuple[str, str, str]]) -> Headers:
@@ -255,8 +273,28 @@ class Via:
         return out
 
 
+# The form nearly every phone sends: no spaces, token parameters. Anything else (LWS,
+# quoted or odd parameter values) takes the general path below.
+_VIA_COMMON = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+)
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via element (not a comma list). Raises SipParseError."""
+    m = _VIA_COMMON.fullmatch(value)
+    if m is not None:
+        transport, host, port_text, param_text = m.groups()
+        port = int(port_text) if port_text is not None else None
+        if valid_host(host) and (port is None or port <= 65535):
+            params: tuple[tuple[str, str | None], ...] = ()
+            if param_text:
+                params = tuple(
+                    (k, v if sep else None)
+                    for k, sep, v in (p.partition("=") for p in param_text[1:].split(";"))
+                )
+            return Via(transport.upper(), host, port, params, "SIP/2.0")
     text = value.strip()
     # sent-protocol allows LWS around the slashes (RFC 3261 section 25.1 SLASH).
     parts = text.split("/", 2)

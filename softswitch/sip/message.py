@@ -23,6 +23,7 @@ from softswitch.sip.headers import (
     NameAddr,
     Via,
     header_key,
+    header_keys_seen,
     parse_cseq,
     parse_name_addr,
     parse_via,
@@ -357,16 +358,19 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
         raise BadMessage(SipParseError("Empty message"), None)
     if len(lines) - 1 > MAX_HEADER_LINES:
         raise BadMessage(MessageTooLarge("Too many header lines"), None)
-    headers_list: list[tuple[str, str]] = []
+    triples: list[tuple[str, str, str]] = []
     token = _TOKEN_RE.fullmatch
+    known = header_keys_seen()
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
         if not sep or token(name) is None:
             fault = fault or SipParseError("Malformed header line")
             continue
-        headers_list.append((name, value.strip(" \t")))
-    headers = Headers(headers_list)
+        # The key lookup is inlined: this loop runs for every header of every message.
+        key = known.get(name) or header_key(name)
+        triples.append((name, key, value.strip(" \t")))
+    headers = Headers.from_triples(triples)
 
     is_request = not start.startswith("SIP/")
     method: str | None = None

@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import NamedTuple
 
+from softswitch.sip.ids import random_hex
 from softswitch.sip.message import Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -17,7 +17,7 @@ sender is an RFC 2543 element and matching falls back to comparing the whole req
 def new_branch() -> str:
     """A fresh RFC 3261 branch. 80 random bits keep collisions out of reach across every
     transaction this node and its peers will ever create."""
-    return MAGIC_COOKIE + secrets.token_hex(10)
+    return MAGIC_COOKIE + random_hex(10)
 
 
 class ClientKey(NamedTuple):
