@@ -364,11 +364,17 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not sep or token(name) is None:
+        # This loop runs for every header of every message: a spelling seen before is a
+        # valid token already, so only new ones are checked.
+        key = known.get(name)
+        if key is None:
+            if not sep or token(name) is None:
+                fault = fault or SipParseError("Malformed header line")
+                continue
+            key = header_key(name)
+        elif not sep:
             fault = fault or SipParseError("Malformed header line")
             continue
-        # The key lookup is inlined: this loop runs for every header of every message.
-        key = known.get(name) or header_key(name)
         triples.append((name, key, value.strip(" \t")))
     headers = Headers.from_triples(triples)
 
