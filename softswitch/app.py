@@ -51,6 +51,8 @@ SECRET_NAME = "nonce.key"
 # After the calls are told to end at shutdown, how long their BYEs get to be answered
 # before the sockets close (a lost BYE is retransmitted after T1, 2*T1, ...).
 BYE_WAIT = 2.0
+# How long the carriers get to answer our unregistrations at stop.
+UNREGISTER_WAIT = 2.0
 DRAIN_POLL = 0.1
 
 
@@ -157,8 +159,17 @@ class Runtime:
         return self.call_control.hangup(call_id, "admin")
 
     def conferences(self) -> Sequence[ConferenceSummary]:
-        # No conference service yet.
-        return ()
+        out = []
+        for room in self.server.call_manager.conferences.snapshot()["rooms"]:
+            participants = []
+            for p in room["participants"]:
+                marks = [m for m in ("moderator", "muted") if p[m]]
+                participants.append(p["caller"] + (f" ({', '.join(marks)})" if marks else ""))
+            label = room["number"] + (f" {room['name']}" if room["name"] else "")
+            out.append(
+                ConferenceSummary(room["tenant"], label, tuple(participants), room["started_at"])
+            )
+        return out
 
     def cdrs(self, query: CdrQuery) -> Sequence[Mapping[str, Any]]:
         return self.cdr_reader.query(query)
@@ -387,6 +398,10 @@ class Daemon:
             left = self.calls.active_count()
             if left:
                 log.warning("calls_not_confirmed_ended", count=left)
+        self.server.stop_trunks()
+        unregister_deadline = loop.time() + UNREGISTER_WAIT
+        while self.server.trunks.pending() and loop.time() < unregister_deadline:
+            await asyncio.sleep(0.02)
 
     def _close_stores(self) -> None:
         for closeable in reversed(self.closeables):

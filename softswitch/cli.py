@@ -1,8 +1,11 @@
-"""The command line: ``softswitch run | check-config | registrations | cdr``."""
+"""The command line: ``softswitch run | check-config | registrations | cdr | trunks |
+conferences``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -81,6 +84,108 @@ def cmd_cdr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trunks(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from softswitch.trunk_service import read_statuses, status_path
+    from softswitch.trunks.report import format_trunks
+
+    statuses = read_statuses(status_path(config))
+    print(format_trunks(config.trunking, statuses, time.time()))
+    return 0
+
+
+def cmd_conferences(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from softswitch.b2bua.conference import SNAPSHOT_NAME
+
+    path = config.state_dir / SNAPSHOT_NAME
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        snapshot = None
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if snapshot is not None and not _alive(snapshot.get("pid")):
+        snapshot = None  # written by a daemon that is gone: its rooms are gone too
+    if args.format == "json":
+        print(json.dumps(snapshot or {"rooms": [], "waiting": []}, indent=1))
+        return 0
+    print(format_conferences(config, snapshot, time.time(), args.tenant))
+    return 0
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # running as another user (the service account)
+    return True
+
+
+def format_conferences(
+    config: Config, snapshot: dict | None, now: float, tenant: str | None = None
+) -> str:
+    """Every configured room per tenant, with who is in it and who is entering a PIN."""
+    if snapshot is None:
+        return "the daemon is not running: no conference is in use"
+    active = {(r["tenant"], r["number"]): r for r in snapshot.get("rooms", [])}
+    waiting: dict[tuple[str, str], int] = {}
+    for w in snapshot.get("waiting", []):
+        key = (w["tenant"], w["number"])
+        waiting[key] = waiting.get(key, 0) + 1
+    lines: list[str] = []
+    for t in config.tenants:
+        if tenant and t.domain != tenant.lower():
+            continue
+        if not t.conferences:
+            continue
+        lines.append(f"{t.domain} ({t.name}): {len(t.conferences)} conference rooms")
+        for conf in t.conferences:
+            room = active.get((t.domain, conf.number))
+            people = room["participants"] if room else []
+            name = f" {conf.name}" if conf.name else ""
+            access = "PIN" if conf.pin else "open"
+            state = f"{len(people)}/{conf.max_participants} in the room"
+            if waiting.get((t.domain, conf.number)):
+                state += f", {waiting[(t.domain, conf.number)]} entering the PIN"
+            if room and room.get("started_at"):
+                state += f", for {_duration(now - room['started_at'])}"
+            lines.append(f"  {conf.number}{name} [{access}]: {state}")
+            if people:
+                header = ("CALLER", "ROLE", "MUTED", "CODEC", "JOINED")
+                rows = [
+                    (
+                        p["caller"],
+                        "moderator" if p["moderator"] else "participant",
+                        "yes" if p["muted"] else "no",
+                        p["codec"] or "-",
+                        _duration(now - p["joined_at"]) + " ago" if p["joined_at"] else "-",
+                    )
+                    for p in people
+                ]
+                widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+                for row in [header, *rows]:
+                    cells = "  ".join(c.ljust(widths[i]) for i, c in enumerate(row))
+                    lines.append("    " + cells.rstrip())
+    return "\n".join(lines) if lines else "no conference rooms are configured"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def format_registrations(config: Config, bindings: list, now: float) -> str:
     lines: list[str] = []
     by_tenant: dict[str, list] = {}
@@ -133,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="only this tenant's domain")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.set_defaults(func=cmd_cdr)
+    p = sub.add_parser("trunks", help="list the carrier trunks and their registration state")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_trunks)
+    p = sub.add_parser("conferences", help="list conference rooms and who is in them")
+    p.add_argument("--config", required=True)
+    p.add_argument("--tenant", help="only this tenant's domain")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_conferences)
     return parser
 
 

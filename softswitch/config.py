@@ -18,6 +18,7 @@ from softswitch.config_service import AdminSettings, ServiceSettings, build_admi
 from softswitch.errors import ConfigError
 from softswitch.sip.quirks import DEFAULT_MD5_ONLY_USER_AGENTS
 from softswitch.sip.timers import TimerConfig
+from softswitch.trunks.model import TENANT_KEYS, TrunkSettings
 
 LISTEN_RE = re.compile(
     r"^(?P<transport>udp|tcp):(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:\[\]]+)):(?P<port>\d+)$"
@@ -53,17 +54,36 @@ class Extension:
 
 
 @dataclass(frozen=True, slots=True)
+class Conference:
+    """A conference bridge of a tenant (``[[tenants.conferences]]``). An empty ``pin``
+    makes an open room; ``moderator_pin`` marks who may hold the room open."""
+
+    number: str
+    name: str = ""
+    pin: str = ""
+    moderator_pin: str = ""
+    max_participants: int = 20
+    record: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     domain: str
     name: str
     extensions: tuple[Extension, ...] = ()
+    conferences: tuple[Conference, ...] = ()
     _by_user: dict[str, Extension] = field(default_factory=dict, compare=False, repr=False)
+    _by_conference: dict[str, Conference] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_user.update({ext.user: ext for ext in self.extensions})
+        self._by_conference.update({conf.number: conf for conf in self.conferences})
 
     def extension(self, user: str) -> Extension | None:
         return self._by_user.get(user)
+
+    def conference(self, number: str) -> Conference | None:
+        return self._by_conference.get(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +140,7 @@ class Config:
     admin: AdminSettings = field(default_factory=AdminSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     media: MediaSettings = field(default_factory=lambda: MediaSettings())
+    trunking: TrunkSettings = field(default_factory=TrunkSettings)
     _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -235,7 +256,8 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
             "calls",
             "tenants",
         }
-        | {"admin", "service", "media"},
+        | {"admin", "service", "media"}
+        | {"trunks"},
         "",
     )
 
@@ -279,7 +301,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
         if not isinstance(traw, dict):
             c.error(f"tenants[{i}]", "must be a table ([[tenants]])")
             continue
-        _unknown_keys(c, traw, {"domain", "name", "extensions"}, key)
+        _unknown_keys(c, traw, {"domain", "name", "extensions", "conferences", *TENANT_KEYS}, key)
         domain = _get(c, traw, "domain", key, str, required=True)
         if domain is not None:
             if not DOMAIN_RE.match(domain):
@@ -309,12 +331,17 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
                 c.error(f"{ekey}password", "must be at least 8 characters")
             if user and password:
                 extensions.append(Extension(user, password, ename or ""))
+        conferences = _build_conferences(c, traw, key, seen_users)
         if domain:
-            tenants.append(Tenant(domain.lower(), name or domain, tuple(extensions)))
+            tenants.append(Tenant(domain.lower(), name or domain, tuple(extensions), conferences))
 
     admin = build_admin(raw.get("admin"), path.resolve().parent, c)
     service = build_service(raw.get("service"), c)
     media = _build_media(c, _get(c, raw, "media", "", dict, default={}) or {})
+    # Imported here: the trunk loader uses this module's helpers.
+    from softswitch.trunks.config import load_trunks
+
+    trunking = load_trunks(raw, c)
 
     if c.errors:
         raise ConfigError("\n".join(c.errors))
@@ -331,6 +358,7 @@ def build_config(raw: dict[str, Any], path: Path) -> Config:
         admin=admin,
         service=service,
         media=media,
+        trunking=trunking,
     )
 
 
@@ -490,3 +518,72 @@ def _build_media(c: _Collector, t: dict[str, Any]) -> MediaSettings:
         workers = 0
     pin = _get(c, t, "pin_workers", p, bool, default=False)
     return MediaSettings(workers=workers, pin_workers=bool(pin))
+
+
+CONFERENCE_KEYS = frozenset(
+    {"number", "name", "pin", "moderator_pin", "max_participants", "record"}
+)
+_PIN_RE = re.compile(r"^[0-9]{1,16}$")
+_MAX_PARTICIPANTS = 200
+
+
+def _build_conferences(
+    c: _Collector, traw: dict[str, Any], key: str, extensions: set[str]
+) -> tuple[Conference, ...]:
+    """``[[tenants.conferences]]`` of one tenant. A number is dialled like an extension,
+    so it must not be one, nor another room's."""
+    out: list[Conference] = []
+    seen: set[str] = set()
+    for j, craw in enumerate(_get(c, traw, "conferences", key, list, default=[]) or []):
+        ckey = f"{key}conferences[{j}]."
+        if not isinstance(craw, dict):
+            c.error(f"{key}conferences[{j}]", "must be a table ([[tenants.conferences]])")
+            continue
+        _unknown_keys(c, craw, set(CONFERENCE_KEYS), ckey)
+        number = _get(c, craw, "number", ckey, str, required=True)
+        name = _get(c, craw, "name", ckey, str, default="")
+        ok = number is not None
+        if number is not None:
+            if not USER_RE.match(number):
+                c.error(f"{ckey}number", f"{number!r} is not a valid number to dial")
+                ok = False
+            elif number in extensions:
+                c.error(f"{ckey}number", f"{number!r} is already an extension of this tenant")
+                ok = False
+            elif number in seen:
+                c.error(f"{ckey}number", f"{number!r} is already a conference of this tenant")
+                ok = False
+            seen.add(number)
+        pins: dict[str, str] = {}
+        for pin_key in ("pin", "moderator_pin"):
+            if isinstance(craw.get(pin_key), int) and not isinstance(craw.get(pin_key), bool):
+                # TOML would drop leading zeros of a bare number: insist on quotes.
+                c.error(f"{ckey}{pin_key}", 'must be a string of digits, e.g. "0042"')
+                ok = False
+                continue
+            value = _get(c, craw, pin_key, ckey, str, default="")
+            if value is None:
+                ok = False
+            elif value and not _PIN_RE.match(value):
+                c.error(f"{ckey}{pin_key}", "must be 1 to 16 digits (0-9)")
+                ok = False
+            else:
+                pins[pin_key] = value or ""
+        pin, moderator_pin = pins.get("pin", ""), pins.get("moderator_pin", "")
+        if moderator_pin and not pin and "pin" in pins:
+            # An open room never asks for a PIN, so a moderator could not give one.
+            c.error(f"{ckey}moderator_pin", "needs a pin as well (an open room asks for none)")
+            ok = False
+        elif moderator_pin and moderator_pin == pin:
+            c.error(f"{ckey}moderator_pin", "must differ from pin")
+            ok = False
+        most = _get(c, craw, "max_participants", ckey, int, default=20)
+        if most is None:
+            ok = False
+        elif not 2 <= most <= _MAX_PARTICIPANTS:
+            c.error(f"{ckey}max_participants", f"must be between 2 and {_MAX_PARTICIPANTS}")
+            ok = False
+        record = _get(c, craw, "record", ckey, bool, default=False)
+        if ok and number is not None:
+            out.append(Conference(number, name or "", pin, moderator_pin, most, bool(record)))
+    return tuple(out)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from softswitch import wiring
 from softswitch.b2bua.call import CallState
+from softswitch.b2bua.conference import SNAPSHOT_NAME
 from softswitch.b2bua.events import Cause
 from softswitch.b2bua.manager import CallManager
 from softswitch.clock import Clock
@@ -53,6 +58,7 @@ from softswitch.sip.transaction.layer import TransactionLayer
 from softswitch.store.cdr import CdrSink
 from softswitch.transport.tcp import TcpTransport
 from softswitch.transport.udp import UdpTransport
+from softswitch.trunk_service import TrunkRegistrations, status_path
 
 log = get_logger("softswitch.sip")
 security_log = get_logger("softswitch.security")
@@ -88,6 +94,8 @@ SERVED_METHODS = frozenset({"OPTIONS", "REGISTER", "INVITE", "ACK", "CANCEL", "B
 CALL_METHODS = frozenset({"INVITE", "CANCEL", "BYE", "UPDATE"})
 # How often buffered CDRs are written to the database.
 CDR_FLUSH_INTERVAL = 0.25
+# How long after a change in the conference rooms their snapshot file is rewritten.
+CONFERENCE_WRITE_DELAY = 0.1
 
 
 @dataclass
@@ -210,6 +218,8 @@ class SipServer:
         self.cdrs: CdrSink | None = cdrs
         self._owns_cdrs = cdrs is None
         self._cdr_task: asyncio.Task[None] | None = None
+        self._conference_file: Path | None = None
+        self._conference_write: asyncio.TimerHandle | None = None
         self.call_manager = CallManager(
             self.tx,
             config,
@@ -220,6 +230,16 @@ class SipServer:
             wall_offset=clock.wall() - clock.now(),
         )
         self.calls = ServerCalls(self)
+        self.trunks = TrunkRegistrations(
+            self._send_trunk_request,
+            self.call_manager.trunks.destination,
+            status_path(config),
+            wall_offset=lambda: self.clock.wall() - self.clock.now(),
+            user_agent=config.sip.server_header,
+        )
+        # Inbound calls are recognised by the addresses the carriers answered from.
+        self.call_manager.trunks.registrations = self.trunks.by_name
+        self._resolve_task: asyncio.Task[None] | None = None
 
     @staticmethod
     def _tenant_map(config: Config) -> dict[str, Tenant]:
@@ -241,6 +261,9 @@ class SipServer:
                 raise
         self.call_manager.media = self.media
         self.media.set_event_handler(self._on_media_event)
+        self._conference_file = self.config.state_dir / SNAPSHOT_NAME
+        self.call_manager.conferences.on_change = self._conferences_changed
+        self._write_conferences()
         try:
             for listen in self.config.listen:
                 if listen.transport == "udp":
@@ -259,12 +282,18 @@ class SipServer:
             raise
         self._purge_task = asyncio.create_task(self._purge_expired())
         log.info("listening", addresses=[str(a) for a in self.config.listen])
+        self._start_trunks()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._conference_file is not None:
+            self._write_conferences(running=False)
+            self._conference_file = None
         if self._purge_task is not None:
             self._purge_task.cancel()
+        if self._resolve_task is not None:
+            self._resolve_task.cancel()
         if self._cdr_task is not None:
             self._cdr_task.cancel()
         for t in self.udp:
@@ -324,6 +353,8 @@ class SipServer:
             warnings.append("RTP ports, media_timeout and media_address change only on restart")
         self.config = config
         self.call_manager.reload(config)
+        if self._loop is not None:
+            self._start_trunks()
         self.registrar.tenants = self._tenant_map(config)
         self.registrar.settings = config.sip
         self.auth.md5_only_user_agents = config.sip.md5_only_user_agents
@@ -363,7 +394,7 @@ class SipServer:
             if isinstance(message, Request):
                 self._on_request(message, flow, now)
             else:
-                self._emit(self.tx.receive(message, self._destination(flow), now), now)
+                self._emit(self.tx.receive(message, self._destination(flow), now), now, flow)
         except SipParseError as exc:
             # A header nobody looked at before turned out broken; answer like the parser.
             if isinstance(message, Request):
@@ -395,16 +426,24 @@ class SipServer:
                 if response is not None:
                     self._emit(self.tx.send_response(out.key, response, now), now)
             elif isinstance(out, ResponseReceived):
-                self._emit(calls.on_response(out.key, out.response, now), now)
+                if self.trunks.owns(out.key):
+                    source = flow.host if flow is not None else None
+                    self.trunks.on_response(out.key, out.response, source, now)
+                else:
+                    self._emit(calls.on_response(out.key, out.response, now), now)
             elif isinstance(out, (StrayAck, AckReceived)):
                 self._emit(calls.on_ack(out.request, now), now)
             elif isinstance(out, StrayResponse):
                 self._emit(calls.on_stray_response(out.response, now), now)
             elif isinstance(out, TransactionTerminated):
                 calls.on_transaction_terminated(out.key)
+                self.trunks.forget(out.key)
             elif isinstance(out, (TransactionTimedOut, TransportError)):
                 log.debug("transaction_failed", key=str(out.key), kind=type(out).__name__)
-                if isinstance(out.key, ClientKey):
+                if self.trunks.owns(out.key):
+                    timeout = isinstance(out, TransactionTimedOut)
+                    self.trunks.on_failure(out.key, now, timeout=timeout)
+                elif isinstance(out.key, ClientKey):
                     timeout = isinstance(out, TransactionTimedOut)
                     self._emit(calls.on_transaction_failed(out.key, now, timeout=timeout), now)
 
@@ -438,6 +477,33 @@ class SipServer:
         self.call_manager.wall_offset = self.clock.wall() - now
         self._emit(step(now), now)
         self._arm_timer()
+
+    def _conferences_changed(self) -> None:
+        # Joins and leaves come in bursts (a room ending sends everyone away): one
+        # write for the burst.
+        if self._conference_write is None and self._loop is not None:
+            self._conference_write = self._loop.call_later(
+                CONFERENCE_WRITE_DELAY, self._write_conferences
+            )
+
+    def _write_conferences(self, running: bool = True) -> None:
+        """Rewrite the snapshot that ``softswitch conferences`` reads, atomically."""
+        if self._conference_write is not None:
+            self._conference_write.cancel()
+            self._conference_write = None
+        path = self._conference_file
+        if path is None:
+            return
+        data = self.call_manager.conferences.snapshot(self.clock.wall())
+        data["pid"] = os.getpid() if running else None
+        if not running:
+            data["rooms"], data["waiting"] = [], []
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("conference_snapshot_write_failed", path=str(path), error=str(exc))
 
     def _on_media_event(self, event: MediaEvent) -> None:
         self._run_calls(lambda now: self.call_manager.on_media_event(event, now))
@@ -643,6 +709,9 @@ class SipServer:
         calls_deadline = self.call_manager.next_deadline()
         if calls_deadline is not None and (deadline is None or calls_deadline < deadline):
             deadline = calls_deadline
+        trunks_deadline = self.trunks.next_deadline()
+        if trunks_deadline is not None and (deadline is None or trunks_deadline < deadline):
+            deadline = trunks_deadline
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -663,7 +732,64 @@ class SipServer:
         self.call_manager.wall_offset = self.clock.wall() - self.clock.now()
         self._emit(self.tx.handle_timers(now), now)
         self._emit(self.call_manager.handle_timers(now), now)
+        self.trunks.tick(now)
         self._arm_timer()
+
+    # -- trunks -----------------------------------------------------------------------
+
+    def _send_trunk_request(self, request: Request, dest: Destination, now: float) -> ClientKey:
+        key, out = self.tx.send_request(request, dest, now)
+        self._emit(out, now)
+        return key
+
+    def _start_trunks(self) -> None:
+        """(Re)create the carrier registrations of the current config, and look up the
+        carriers named by host name."""
+        self.trunks.configure(self.config, self.clock.now())
+        named = any(
+            not _is_ip(t.next_hop[0]) for t in self.config.trunking.trunks if t.transport == "udp"
+        )
+        if named and self._resolve_task is None:
+            self._resolve_task = asyncio.create_task(self._resolve_trunks())
+        self._arm_timer()
+
+    async def _resolve_trunks(self) -> None:
+        """Carrier host names to addresses at start and every few minutes: a carrier
+        that moves its SBC is followed without a restart."""
+        loop = asyncio.get_running_loop()
+        resolved = self.call_manager.trunks.resolved
+        while True:
+            for trunk in self.config.trunking.trunks:
+                host, port = trunk.next_hop
+                if _is_ip(host):
+                    continue
+                try:
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+                except OSError as exc:
+                    log.warning("trunk_dns_failed", trunk=trunk.name, host=host, error=str(exc))
+                    continue
+                v6 = any(t.listen.family_v6 for t in self.udp)
+                v4 = any(not t.listen.family_v6 for t in self.udp)
+                for family, _type, _proto, _name, sockaddr in infos:
+                    if (family == socket.AF_INET and v4) or (family == socket.AF_INET6 and v6):
+                        resolved[host] = str(sockaddr[0])
+                        break
+            self.trunks.tick(self.clock.now())
+            self._arm_timer()
+            await asyncio.sleep(300.0)
+
+    def stop_trunks(self) -> None:
+        """Unregister from every carrier (the daemon is stopping)."""
+        self.trunks.stop(self.clock.now())
+        self._arm_timer()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 class _NoMedia:

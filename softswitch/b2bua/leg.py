@@ -45,6 +45,7 @@ from softswitch.sip.ids import new_tag
 from softswitch.sip.message import Message, Request, Response, make_response
 from softswitch.sip.sdp import (
     SUPPORTED,
+    Codec,
     LocalSdpState,
     MediaDirection,
     NegotiatedMedia,
@@ -67,6 +68,7 @@ log = logging.getLogger("softswitch.b2bua")
 # is left out of our SDP until the engine can carry it.
 MEDIA_CODECS = tuple(c for c in SUPPORTED if c.name.lower() != "opus")
 AUDIO_NAMES = tuple(c.name for c in MEDIA_CODECS if not c.is_telephone_event)
+_KNOWN_AUDIO = tuple(c.name for c in SUPPORTED if not c.is_telephone_event)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE"
 SUPPORTED_EXTENSIONS = "timer"
@@ -198,8 +200,10 @@ def codec_order(first: str | None, offer: SessionDescription | None = None) -> l
             if m.media == "audio" and m.port != 0:
                 order.extend(name for _pt, (name, _r, _c) in m.rtpmap().items())
                 break
-    order.extend(AUDIO_NAMES)
-    known = {n.lower() for n in AUDIO_NAMES}
+    # Every codec the SDP layer knows: make_offer and negotiate_answer keep only those
+    # of the leg's own list, so a call leg never offers what its engine path lacks.
+    order.extend(_KNOWN_AUDIO)
+    known = {n.lower() for n in _KNOWN_AUDIO}
     seen: dict[str, str] = {}
     for name in order:
         if name.lower() in known:
@@ -216,6 +220,9 @@ class Leg:
 
     side: Side
     media_name: str
+    # What this leg offers and accepts; a leg toward a conference room takes more,
+    # because the room decodes everything anyway.
+    codecs: tuple[Codec, ...] = MEDIA_CODECS
 
     def __init__(self, host: LegHost, call: Call, local: LocalAddress, dest: Destination) -> None:
         self.host = host
@@ -492,7 +499,7 @@ class Leg:
         try:
             answer, media = self.sdp.answer(
                 offer,
-                MEDIA_CODECS,
+                self.codecs,
                 self.endpoint,
                 prefer=codec_order(current),
                 direction=self.peer_direction,
@@ -526,7 +533,7 @@ class Leg:
         assert self.endpoint is not None
         current = self.media.codec.name if self.media is not None else None
         return self.sdp.offer(
-            MEDIA_CODECS, self.endpoint, direction=direction, codecs=codec_order(current)
+            self.codecs, self.endpoint, direction=direction, codecs=codec_order(current)
         )
 
     def reoffer(self, direction: MediaDirection) -> None:
@@ -753,7 +760,7 @@ class CallerLeg(Leg):
         assert self.endpoint is not None
         _sdp, self.media = self.sdp.answer(
             self.offer,
-            MEDIA_CODECS,
+            self.codecs,
             self.endpoint,
             prefer=codec_order(prefer, self.offer),
             direction=self.peer_direction,
@@ -822,7 +829,7 @@ class CallerLeg(Leg):
             body = self.sdp.last.to_bytes()
         else:
             assert self.endpoint is not None
-            offer = self.sdp.offer(MEDIA_CODECS, self.endpoint, codecs=codec_order(b_codec))
+            offer = self.sdp.offer(self.codecs, self.endpoint, codecs=codec_order(b_codec))
             self._offer_in_2xx = offer
             body = offer.to_bytes()
         extra = [("Contact", self.local.contact), *self._dialog_headers(), *self._timer_headers]
@@ -877,12 +884,13 @@ class CalleeLeg(Leg):
         self,
         host: LegHost,
         call: Call,
-        binding: Binding,
+        binding: Binding | None,
         local: LocalAddress,
         dest: Destination,
         index: int,
     ) -> None:
         super().__init__(host, call, local, dest)
+        # None for a leg toward a carrier, which is no registered contact.
         self.binding = binding
         self.index = index
         self.state = LegState.CALLING
@@ -914,7 +922,7 @@ class CalleeLeg(Leg):
         self._send_invite(call_id, str(from_), str(callee), 1, self.host.settings.session_expires)
 
     def _send_invite(self, call_id: str, from_: str, to: str, cseq: int, interval: int) -> None:
-        assert self.offer is not None
+        assert self.offer is not None and self.binding is not None
         body = self.offer.to_bytes()
         self._asked_interval = interval
         lines: list[tuple[str, str]] = [

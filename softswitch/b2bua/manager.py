@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 
 from softswitch.b2bua.call import Call, CallState
+from softswitch.b2bua.conference import Conferences
 from softswitch.b2bua.events import Cause, Side
 from softswitch.b2bua.leg import (
     MEDIA_CODECS,
@@ -29,9 +30,10 @@ from softswitch.b2bua.leg import (
     codec_order,
 )
 from softswitch.b2bua.timers import TimerQueue
-from softswitch.config import Config, parse_listen
+from softswitch.b2bua.trunking import TrunkCalls
+from softswitch.config import Config, Extension, Tenant, parse_listen
 from softswitch.logs import get_logger
-from softswitch.media.controller import MediaController, MediaEvent, MediaTimeout
+from softswitch.media.controller import MediaController, MediaEndpoint, MediaEvent, MediaTimeout
 from softswitch.routing import dialplan
 from softswitch.services.authn import Authenticator, AuthKind
 from softswitch.services.location import Binding, LocationStore
@@ -85,11 +87,14 @@ class CallManager:
         self._locals: dict[str, LocalAddress] = {}
         self._out: list[Event] = []
         self.on_call_ended: Callable[[CallRecord], None] | None = None
+        self.trunks = TrunkCalls(self, config.trunking)
         self.reload(config)
+        self.conferences = Conferences(self)
 
     def reload(self, config: Config) -> None:
         """New tenants and call settings apply to calls that start from now on."""
         self.config = config
+        self.trunks.reload(config.trunking)
         self.settings = config.calls
         self.timer_config = config.sip.timers
         self._locals.clear()
@@ -136,6 +141,7 @@ class CallManager:
 
     def call_ended(self, call: Call, record: CallRecord) -> None:
         self.calls.pop(call.id, None)
+        self.trunks.call_ended(call.id)
         self.ended_calls += 1
         try:
             self.media.release(call.id)
@@ -251,6 +257,11 @@ class CallManager:
             if call is not None:
                 log.info("media_timeout", call=call.id, leg=event.leg)
                 call.on_media_timeout()
+        else:
+            try:
+                self.conferences.on_media_event(event)
+            except Exception:
+                self._failed("media_event", event=type(event).__name__)
         return self._done()
 
     def next_deadline(self) -> float | None:
@@ -321,6 +332,10 @@ class CallManager:
         return local
 
     def _new_call(self, key: ServerTxKey, invite: Request, flow: Flow) -> None:
+        # A carrier's call is known by its source address; everything else must
+        # authenticate as an extension first.
+        if self.trunks.inbound(key, invite, flow):
+            return
         caller_uri = invite.from_.uri
         tenant = self.config.tenant(caller_uri.host) if caller_uri.is_sip else None
         if tenant is None or not caller_uri.user:
@@ -365,10 +380,40 @@ class CallManager:
             return
         route = dialplan.route(tenant, invite.uri)
         if isinstance(route, dialplan.NotFound):
+            external = dialplan.external_number(tenant, invite.uri)
+            if external is not None and self.trunks.handles(tenant.domain):
+                self.trunks.outbound(call, key, invite, flow, offer, caller, external)
+                return
             log.info("not_found", tenant=tenant.domain, caller=caller.user, detail=route.detail)
             self._refuse(call, key, invite, flow, 404, "Not Found", Cause.NOT_FOUND)
             return
+        if isinstance(route, dialplan.ConferenceRoute):
+            local, dest = self._local_for(flow), flow_destination(flow)
+            conf_call = self.conferences.new_call(
+                call, route.conference, key, invite, offer, local, dest
+            )
+            if conf_call is not None and conf_call.state is not CallState.ENDED:
+                assert conf_call.a is not None
+                self.calls[conf_call.id] = conf_call
+                self._invites[key] = conf_call.a
+            return
         callee = route.extension
+        display = invite.from_.display or caller.name or None
+        identity = NameAddr(parse_uri(f"sip:{caller.user}@{tenant.domain}"), display)
+        self._ring_extension(call, key, invite, flow, offer, tenant, callee, identity)
+
+    def _ring_extension(
+        self,
+        call: Call,
+        key: ServerTxKey,
+        invite: Request,
+        flow: Flow,
+        offer: SessionDescription | None,
+        tenant: Tenant,
+        callee: Extension,
+        identity: NameAddr,
+    ) -> None:
+        """Ring every registered contact of ``callee``, presenting ``identity``."""
         bindings = [
             b
             for b in self.location.lookup(tenant.domain, callee.user, self.wall())
@@ -377,37 +422,18 @@ class CallManager:
         if not bindings:
             self._refuse(call, key, invite, flow, 480, "Temporarily Unavailable", Cause.UNAVAILABLE)
             return
-        try:
-            a_ep = self.media.allocate(call.id, "a")
-            b_ep = self.media.allocate(call.id, "b")
-        except Exception as exc:  # ports exhausted or cannot bind: the caller must know
-            log.warning("media_allocate_failed", call=call.id, error=str(exc))
-            self._refuse(call, key, invite, flow, 503, "Service Unavailable", Cause.MEDIA_FAILED)
+        endpoints = self._allocate_media(call, key, invite, flow, offer)
+        if endpoints is None:
             return
-        if offer is not None and not _has_common_codec(offer):
-            # Checked now, so a caller with no codec of ours is told before any phone
-            # rings; the full negotiation happens once, when the callee's codec is known.
-            self._refuse(call, key, invite, flow, 488, "Not Acceptable Here", Cause.FAILED)
+        a_ep, b_ep = endpoints
+        if self._caller_leg(call, key, invite, flow, offer, a_ep) is None:
             return
-        a = CallerLeg(self, call, key, invite, offer, self._local_for(flow), flow_destination(flow))
-        a.endpoint = a_ep
-        call.a = a
-        refusal = a.start()
-        if refusal is not None:
-            # 422: the caller retries with a longer session interval; not a call attempt.
-            self.respond(key, refusal)
-            self.media.release(call.id)
-            return
-        self.calls[call.id] = call
-        self._invites[key] = a
-        display = invite.from_.display or caller.name or None
-        identity = NameAddr(parse_uri(f"sip:{caller.user}@{tenant.domain}"), display)
         aor = NameAddr(parse_uri(f"sip:{callee.user}@{tenant.domain}"), callee.name or None)
         log.info(
             "call_started",
             call=call.id,
             tenant=tenant.domain,
-            caller=caller.user,
+            caller=call.caller,
             callee=callee.user,
             contacts=len(bindings),
         )
@@ -420,6 +446,52 @@ class CallManager:
             b.start(offer_b, identity, aor)
         if call.state is CallState.RINGING:
             call.ring(self.settings.ring_timeout)
+
+    def _allocate_media(
+        self,
+        call: Call,
+        key: ServerTxKey,
+        invite: Request,
+        flow: Flow,
+        offer: SessionDescription | None,
+    ) -> tuple[MediaEndpoint, MediaEndpoint] | None:
+        """The call's two media endpoints, or None when the caller has been refused."""
+        try:
+            a_ep = self.media.allocate(call.id, "a")
+            b_ep = self.media.allocate(call.id, "b")
+        except Exception as exc:  # ports exhausted or cannot bind: the caller must know
+            log.warning("media_allocate_failed", call=call.id, error=str(exc))
+            self._refuse(call, key, invite, flow, 503, "Service Unavailable", Cause.MEDIA_FAILED)
+            return None
+        if offer is not None and not _has_common_codec(offer):
+            # Checked now, so a caller with no codec of ours is told before any phone
+            # rings; the full negotiation happens once, when the callee's codec is known.
+            self._refuse(call, key, invite, flow, 488, "Not Acceptable Here", Cause.FAILED)
+            return None
+        return a_ep, b_ep
+
+    def _caller_leg(
+        self,
+        call: Call,
+        key: ServerTxKey,
+        invite: Request,
+        flow: Flow,
+        offer: SessionDescription | None,
+        endpoint: MediaEndpoint,
+    ) -> CallerLeg | None:
+        """The caller's leg, taken on as a call in progress; None if it was refused."""
+        a = CallerLeg(self, call, key, invite, offer, self._local_for(flow), flow_destination(flow))
+        a.endpoint = endpoint
+        call.a = a
+        refusal = a.start()
+        if refusal is not None:
+            # 422: the caller retries with a longer session interval; not a call attempt.
+            self.respond(key, refusal)
+            self.media.release(call.id)
+            return None
+        self.calls[call.id] = call
+        self._invites[key] = a
+        return a
 
     def _branch(self, call: Call, binding: Binding, index: int) -> CalleeLeg:
         return CalleeLeg(

@@ -15,8 +15,15 @@ Two paths, by what a packet needs:
   the other leg's socket. Nothing waits for a tick.
 * Transcoded packets get the same header rewrite on arrival, are queued, and at the next
   tick the payloads of *all* transcoded streams are converted together: one decode and
-  one encode table look-up over a ``(frames, 160)`` array (:mod:`.transcode`). The
-  conference mixer and Opus rows will join the tick the same way.
+  one encode table look-up over a ``(frames, 160)`` array (:mod:`.transcode`).
+* Legs in rooms (conferences, lobbies, and two-leg calls between G.711 and Opus, which
+  are rooms of two) go through jitter buffers, are decoded, mixed and encoded by the
+  tick, all rooms in one pass (:mod:`.rooms`). Rooms are driven by the
+  :class:`~softswitch.media.conference.ConferenceControl` methods of the engine. Their
+  G.711 packets skip the per-packet header work: the drain reads each one straight into
+  the rooms' staging area, and the tick checks all headers at once. With
+  ``batch_send`` (and CAP_NET_RAW) a tick's packets toward IPv4 legs leave in batches
+  through one raw socket instead of one system call per leg (:mod:`.rawsend`).
 
 Why the receive side is one epoll set polled with ``epoll.poll(0, n)`` rather than one
 asyncio reader or datagram endpoint per socket: each readable socket then costs one
@@ -43,10 +50,20 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from softswitch.media.batchio import disconnect
+from softswitch.media.conference import (
+    Audio,
+    LegRef,
+    RoomError,
+    RoomInfo,
+    RoomMember,
+    RoomRef,
+    Target,
+)
 from softswitch.media.controller import (
     DtmfReceived,
     LegMedia,
@@ -55,12 +72,14 @@ from softswitch.media.controller import (
     MediaTimeout,
 )
 from softswitch.media.ports import PortPool
+from softswitch.media.rawsend import RawSender, ipv4
+from softswitch.media.rooms import MixStage, Room, decodable, is_opus
 from softswitch.media.rtcp import RtcpError, parse_compound, relay_rewrite, serialize_compound
 from softswitch.media.rtp import DTMF_EVENTS, payload_end, payload_offset
-from softswitch.media.stream import MAX_DROPOUT, MAX_MISORDER, Leg, PlanError, Route
+from softswitch.media.stream import MAX_DROPOUT, MAX_MISORDER, Leg, PlanError, Route, same_codec
 from softswitch.media.transcode import decode_rows, encode_rows
 
-__all__ = ["EngineStats", "MediaEngine", "PlanError", "bind_pair"]
+__all__ = ["EngineStats", "LegRef", "MediaEngine", "PlanError", "RoomError", "RoomRef", "bind_pair"]
 
 _HDR = struct.Struct("!BBHII")
 _REWRITE = struct.Struct("!BHII")  # marker/PT, seq, ts, SSRC: bytes 1..11
@@ -98,6 +117,7 @@ class EngineStats:
     received: int = 0  # RTP packets read from sockets
     forwarded: int = 0  # RTP packets sent on the relay path
     transcoded: int = 0  # RTP packets sent by a tick after payload conversion
+    mixed: int = 0  # RTP packets sent by a tick from the rooms' mix
     dropped: int = 0  # RTP packets refused (stranger, bad header, unknown PT, held leg)
     rtcp_in: int = 0
     rtcp_out: int = 0
@@ -132,7 +152,13 @@ class MediaEngine:
         rng: random.Random | None = None,
         bind: Callable[[str, int], tuple[socket.socket, socket.socket]] | None = None,
         advertised_host: str | None = None,
+        batch_send: bool = False,
+        room_poll: float = 0.004,
     ) -> None:
+        """``batch_send``: send the rooms' packets of a tick in batches through a raw
+        socket (:mod:`.rawsend`; needs CAP_NET_RAW, IPv4; silently off without them).
+        ``room_poll``: how often the driver calls :meth:`drain_rooms` between ticks
+        (the jitter buffers take arrival times to be this coarse)."""
         self.host = host
         # What SDP should carry when the sockets are bound to a wildcard or private
         # address (0.0.0.0 behind a 1:1 NAT).
@@ -162,6 +188,16 @@ class MediaEngine:
         self._timers: list[tuple[float, int, Leg]] = []
         self._timer_n = 0
         self._closed = False
+        raw = RawSender.open() if batch_send else None
+        self.room_poll = room_poll
+        self._mix = MixStage(
+            self.events, raw=raw, src_ip=ipv4(host) if raw else -1, resolution=room_poll
+        )
+        self.batch_send = raw is not None
+        # The RTP sockets of legs in rooms: their packets are only needed by the tick,
+        # so they are read in bulk (:meth:`drain_rooms`), not as each one arrives.
+        self._room_ep = select.epoll()
+        self._room_max = max(max_events, 4096)
 
     # --- control (called by the controller, never on the packet path) -------------
 
@@ -199,7 +235,7 @@ class MediaEngine:
             raise PlanError("sessions of more than two legs need the conference mixer")
         for name, media in legs.items():
             self._apply(session.legs[name], media, now)
-        self._plan(session)
+        self._plan(session, now)
 
     def update(self, session_id: str, leg_name: str, media: LegMedia, now: float) -> None:
         session = self._session(session_id)
@@ -207,7 +243,9 @@ class MediaEngine:
         if leg is None:
             raise KeyError(f"leg {leg_name!r} of session {session_id!r} was never allocated")
         self._apply(leg, media, now)
-        self._plan(session)
+        if leg.room_id is not None:
+            self._mix_add(leg, self._mix.room(leg.room_id), now, muted=self._muted(leg))
+        self._plan(session, now)
 
     def _apply(self, leg: Leg, media: LegMedia, now: float) -> None:
         leg.apply(media, now, self.latch_window)
@@ -221,6 +259,10 @@ class MediaEngine:
         if session is None:
             return
         for leg in session.legs.values():
+            self._mix_remove(leg)
+            leg.room_id = None
+        self._mix.rooms.pop(_call_room(session_id), None)
+        for leg in session.legs.values():
             self._close_leg(leg)
         if self._queue:
             self._queue = [q for q in self._queue if q[0].session_id != session_id]
@@ -231,7 +273,9 @@ class MediaEngine:
         self._closed = True
         for session_id in list(self._sessions):
             self.release(session_id)
+        self._mix.close()
         self._ep.close()
+        self._room_ep.close()
 
     def legs(self, session_id: str) -> dict[str, Leg]:
         """The legs of a session (for inspection and tests)."""
@@ -253,21 +297,41 @@ class MediaEngine:
             fd = sock.fileno()
             if fd >= 0:
                 table.pop(fd, None)
-                try:
-                    self._ep.unregister(fd)
-                except (OSError, ValueError):
-                    pass
+                for ep in (self._ep, self._room_ep):
+                    try:
+                        ep.unregister(fd)
+                    except (OSError, ValueError):
+                        pass
             sock.close()
         self.pool.release(leg.port)
         leg.timer_due = None
         leg.route = None
         leg.partner = None
 
-    def _plan(self, session: _Session) -> None:
-        legs = [leg for leg in session.legs.values() if leg.media is not None]
+    def _plan(self, session: _Session, now: float = 0.0) -> None:
+        # Legs put in a conference room are the room's; the rest pair up as before.
+        legs = [
+            leg for leg in session.legs.values() if leg.media is not None and leg.room_id is None
+        ]
         for leg in session.legs.values():
             leg.route = None
             leg.partner = None
+        call_id = _call_room(session.id)
+        call = self._mix.rooms.get(call_id)
+        if len(legs) == 2 and _needs_decoding(legs[0], legs[1]):
+            # G.711 <-> Opus: the two legs become a room of two (mix-minus of two is
+            # "each hears the other"), with jitter buffers and codecs on both sides.
+            if call is None:
+                call = self._mix.rooms[call_id] = Room(call_id, conference=False)  # type: ignore[arg-type]
+            for leg in legs:
+                m = leg.mix
+                if m is None or m.room is not call or m.media is not leg.media:
+                    self._mix_add(leg, call, now)
+            return
+        if call is not None:
+            for leg in list(call.members):
+                self._mix_remove(leg)
+            del self._mix.rooms[call_id]
         if len(legs) != 2:
             return
         a, b = legs
@@ -311,7 +375,10 @@ class MediaEngine:
             received += 1
             route = leg.route
             if n < 12 or route is None or route.transcode:
-                forwarded += self._forward(leg, n, now)
+                if leg.mix is not None and n >= 12:
+                    self._mix.receive(leg.mix, buf, view, n, now)
+                else:
+                    forwarded += self._forward(leg, n, now)
                 continue
             b0, b1, seq, ts, ssrc = unpack(buf)
             d = (seq - route.last_seq) & 0xFFFF
@@ -380,6 +447,8 @@ class MediaEngine:
             return 0
         leg.connected = True
         leg.recv_into, leg.send = sock.recv_into, sock.send  # type: ignore[attr-defined]
+        if leg.mix is not None:
+            self._mix.connected(leg)
         sent = 0
         while True:
             try:
@@ -397,6 +466,8 @@ class MediaEngine:
         if leg.connected:
             disconnect(leg.rtp)  # type: ignore[arg-type]
             leg.connected = False
+            if leg.mix is not None:
+                self._mix.connected(leg)
 
     def _forward(self, leg: Leg, n: int, now: float) -> int:
         """Rewrite the packet in the receive buffer for the other leg and send it (or
@@ -404,6 +475,9 @@ class MediaEngine:
         buf = self._buf
         if n < 12:
             self.stats.dropped += 1
+            return 0
+        if leg.mix is not None:
+            self._mix.receive(leg.mix, buf, self._view, n, now)
             return 0
         b0, b1, seq, ts, ssrc = _HDR.unpack_from(buf)
         route = leg.route
@@ -491,6 +565,87 @@ class MediaEngine:
             return
         self._queue.append((route.dst, packet, start, end, route))
 
+    def drain_rooms(self, now: float) -> int:
+        """Read what the legs in rooms received since the last call: one ``epoll`` for
+        all of them, one read per packet. The tick calls it first; a driver calls it
+        every :attr:`room_poll` seconds in between, so that arrival times (which the
+        jitter buffers measure) are that precise. Returns the packets read."""
+        get = self._rtp_by_fd.get
+        mix = self._mix
+        received = 0
+        for _ in range(4):  # a socket holding several packets is ready again
+            ready = self._room_ep.poll(0, self._room_max)
+            if not ready:
+                break
+            i = mix.rx_n
+            if i + len(ready) > mix.rx_cap:
+                mix.grow_rx(i + len(ready))
+            views, rows, lens = mix.rx_views, mix.rx_row, mix.rx_len
+            times, epochs = mix.rx_t, mix.rx_epoch
+            start = i
+            for fd, _ in ready:
+                leg = get(fd)
+                if leg is None:
+                    continue
+                m = leg.mix
+                if m is None or m.opus or not leg.connected:
+                    received += self._room_packet(leg, now)
+                    continue
+                # G.711: straight into the rooms' staging area, with four numbers; the
+                # tick checks every staged header at once.
+                try:
+                    n = leg.recv_into(views[i])
+                except OSError:
+                    continue
+                rows[i] = m.row
+                lens[i] = n
+                times[i] = now
+                epochs[i] = m.epoch
+                i += 1
+            mix.rx_n = i
+            received += i - start
+        self.stats.received += received
+        return received
+
+    def _room_packet(self, leg: Leg, now: float) -> int:
+        """A packet for a room leg that is not latched yet, or not G.711."""
+        if not leg.connected:
+            self._unlatched(leg, now)
+            return 1
+        try:
+            n = leg.recv_into(self._view)
+        except OSError:
+            return 0
+        self._forward(leg, n, now)
+        return 1
+
+    @property
+    def room_legs(self) -> int:
+        """Legs served by rooms (a driver polls :meth:`drain_rooms` while there are)."""
+        return len(self._mix.mixer)
+
+    def _mix_add(self, leg: Leg, room: Room, now: float, *, muted: bool = False) -> None:
+        was = leg.mix is not None
+        self._mix.add(leg, room, now, muted=muted)
+        if not was:
+            self._move_fd(leg, self._ep, self._room_ep)
+
+    def _mix_remove(self, leg: Leg) -> None:
+        if leg.mix is None:
+            return
+        self._mix.remove(leg)
+        self._move_fd(leg, self._room_ep, self._ep)
+
+    def _move_fd(self, leg: Leg, old: select.epoll, new: select.epoll) -> None:
+        fd = leg.rtp.fileno()  # type: ignore[attr-defined]
+        if fd < 0:
+            return
+        try:
+            old.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        new.register(fd, select.EPOLLIN)
+
     def _rtcp_ready(self, fd: int, now: float) -> None:
         leg = self._rtcp_by_fd.get(fd)
         if leg is None:
@@ -534,9 +689,17 @@ class MediaEngine:
     def tick(self, now: float) -> None:
         """One 20 ms step: transcode and send the queued frames, check media timeouts."""
         self.stats.ticks += 1
+        if self._mix.mixer:
+            self.drain_rooms(now)
         if self._queue:
             queue, self._queue = self._queue, []
             self._transcode(queue)
+        mix = self._mix
+        if mix.rooms:
+            mix.tick(now)
+            self.stats.mixed = mix.sent
+            self.stats.send_errors += mix.send_errors
+            mix.send_errors = 0
         timers = self._timers
         while timers and timers[0][0] <= now:
             self._timer_due(heapq.heappop(timers), now)
@@ -584,7 +747,8 @@ class MediaEngine:
         leg.timer_due = None
         if not leg.watch or leg.timed_out:
             return  # on hold: resuming arms it again
-        deadline = leg.last_rx + self.media_timeout
+        last = leg.last_rx if leg.mix is None else self._mix.last_heard(leg)
+        deadline = last + self.media_timeout
         if deadline > now:
             self._arm_timeout(leg, deadline)
             return
@@ -592,8 +756,134 @@ class MediaEngine:
         self.events.append(MediaTimeout(leg.session_id, leg.name))
 
     def take_events(self) -> list[MediaEvent]:
-        events, self.events = self.events, []
+        # Emptied in place: the rooms hold on to this very list.
+        events = list(self.events)
+        self.events.clear()
         return events
+
+    # --- rooms (ConferenceControl) ----------------------------------------------------
+
+    def create_room(self, room_id: str, *, mix: bool = True) -> None:
+        if room_id not in self._mix.rooms:
+            self._mix.rooms[room_id] = Room(room_id, mix=mix)
+
+    def destroy_room(self, room_id: str) -> None:
+        room = self._mix.rooms.get(room_id)
+        if room is None or not room.conference:
+            return
+        legs = list(room.members)
+        for leg in legs:
+            self._mix_remove(leg)
+        self._mix.destroy(room)
+        for leg in legs:
+            leg.room_id = None
+            session = self._sessions.get(leg.session_id)
+            if session is not None:
+                self._plan(session, self._mix.last_tick)
+
+    def join(
+        self,
+        room_id: str,
+        session_id: str,
+        leg_name: str,
+        media: LegMedia,
+        now: float,
+        *,
+        muted: bool = False,
+    ) -> None:
+        room = self._mix.room(room_id)
+        if not room.conference:
+            raise RoomError(f"no room {room_id!r}")
+        session = self._session(session_id)
+        leg = session.legs.get(leg_name)
+        if leg is None:
+            raise KeyError(f"leg {leg_name!r} of session {session_id!r} was never allocated")
+        if not decodable(media.codec.name):
+            raise PlanError(f"no media path from {media.codec.name} to a room yet")
+        self._apply(leg, media, now)
+        leg.room_id = room_id
+        self._plan(session, now)  # out of its call, if it was in one
+        self._mix_add(leg, room, now, muted=muted)
+
+    def leave(self, session_id: str, leg_name: str) -> None:
+        session = self._sessions.get(session_id)
+        leg = session.legs.get(leg_name) if session is not None else None
+        if session is None or leg is None or leg.room_id is None:
+            return
+        self._mix_remove(leg)
+        leg.room_id = None
+        self._plan(session, self._mix.last_tick)
+
+    def mute(self, session_id: str, leg_name: str, on: bool) -> None:
+        self._mix.mute(self._leg(session_id, leg_name), on)
+
+    def _muted(self, leg: Leg) -> bool:
+        return leg.mix is not None and self._mix.mixer.muted(leg)
+
+    def play(
+        self, target: Target, audio: Audio, *, loop: bool = False, play_id: int | None = None
+    ) -> int:
+        """``play_id``: the id to use, for callers that cannot wait for the answer (a
+        worker pool numbers playbacks itself); by default the engine numbers them."""
+        return self._mix.play(target, audio, self._leg, loop=loop, play_id=play_id)
+
+    def stop_play(self, play_id: int) -> None:
+        self._mix.stop_play(play_id)
+
+    def record(self, target: Target, path: str | Path, *, record_id: int | None = None) -> int:
+        return self._mix.record(target, path, self._leg, record_id=record_id)
+
+    def stop_record(self, record_id: int) -> None:
+        self._mix.stop_record(record_id)
+
+    def send_dtmf(
+        self, session_id: str, leg_name: str, digits: str, *, duration_ms: int = 100
+    ) -> None:
+        self._mix.send_dtmf(self._leg(session_id, leg_name), digits, duration_ms)
+
+    def list_rooms(self) -> list[RoomInfo]:
+        out = []
+        mixer = self._mix.mixer
+        for room in self._mix.rooms.values():
+            if not room.conference:
+                continue
+            members = tuple(
+                RoomMember(leg.session_id, leg.name, mixer.muted(leg), m.codec)
+                for leg, m in room.members.items()
+            )
+            spk = mixer.speakers.get(room.room_id)
+            out.append(
+                RoomInfo(
+                    room.room_id,
+                    room.mix,
+                    members,
+                    (spk.session_id, spk.name) if isinstance(spk, Leg) else None,
+                    tuple(sorted(room.plays)),
+                    tuple(sorted(room.records)),
+                )
+            )
+        return out
+
+    def _leg(self, session_id: str, leg_name: str) -> Leg:
+        leg = self._session(session_id).legs.get(leg_name)
+        if leg is None:
+            raise KeyError(f"leg {leg_name!r} of session {session_id!r} was never allocated")
+        return leg
+
+
+def _call_room(session_id: str) -> tuple[str, str]:
+    """Key of the room of two that carries a transcoded G.711 <-> Opus call."""
+    return ("call", session_id)
+
+
+def _needs_decoding(a: Leg, b: Leg) -> bool:
+    ca, cb = a.media.codec, b.media.codec  # type: ignore[union-attr]
+    return (
+        not same_codec(ca, cb)
+        and (is_opus(ca.name) or is_opus(cb.name))
+        and decodable(ca.name)
+        and decodable(cb.name)
+    )
 
 
 def _route_between(src: Leg, dst: Leg) -> Route | None:

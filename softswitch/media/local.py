@@ -8,6 +8,10 @@ Usage from the daemon::
     ...                          # allocate / connect / update / release from signalling
     await media.stop()           # closes every RTP socket
 
+It is also the :class:`~softswitch.media.conference.ConferenceControl` of that engine
+(``create_room``, ``join``, ``mute``, ``play``, ``record`` ...; see that module for how
+signalling drives a conference).
+
 The driver is deliberately thin: the engine's epoll descriptor is one reader of the
 event loop, and one timer paces the 20 ms ticks (:class:`~.pacer.TickPacer`). All
 control calls are synchronous and cheap (binding two sockets at most), so signalling
@@ -19,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from softswitch.clock import Clock, SystemClock
+from softswitch.media.conference import Audio, RoomInfo, Target
 from softswitch.media.controller import LegMedia, MediaEndpoint, MediaEvent
 from softswitch.media.engine import EngineStats, MediaEngine
 from softswitch.media.pacer import TickPacer
@@ -32,7 +38,8 @@ _MAX_PASSES = 2  # drain passes per wake-up: ticks wait at most this long behind
 
 
 class LocalMediaController:
-    """:class:`~softswitch.media.controller.MediaController` on an in-process engine."""
+    """:class:`~softswitch.media.controller.MediaController` and
+    :class:`~softswitch.media.conference.ConferenceControl` on an in-process engine."""
 
     def __init__(
         self,
@@ -46,6 +53,7 @@ class LocalMediaController:
         rcvbuf: int = 256 * 1024,
         max_events: int = 1024,
         advertised_host: str | None = None,
+        batch_send: bool = False,
     ) -> None:
         self.clock = clock or SystemClock()
         self.engine = MediaEngine(
@@ -56,12 +64,15 @@ class LocalMediaController:
             rcvbuf=rcvbuf,
             max_events=max_events,
             advertised_host=advertised_host,
+            batch_send=batch_send,
         )
         self._tick = tick
         self._max_events = max_events
         self._handler: Callable[[MediaEvent], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._poll_cost = 0.0  # how long a read of the rooms' sockets takes, averaged
         self._pacer: TickPacer | None = None
 
     # --- lifecycle ------------------------------------------------------------------
@@ -75,9 +86,10 @@ class LocalMediaController:
         self._arm()
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._poll_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._poll_timer = None
         if self._loop is not None:
             self._loop.remove_reader(self.engine.fileno())
             self._loop = None
@@ -107,6 +119,52 @@ class LocalMediaController:
     def set_event_handler(self, handler: Callable[[MediaEvent], None]) -> None:
         self._handler = handler
 
+    # --- ConferenceControl ------------------------------------------------------------
+
+    def create_room(self, room_id: str, *, mix: bool = True) -> None:
+        self.engine.create_room(room_id, mix=mix)
+
+    def destroy_room(self, room_id: str) -> None:
+        self.engine.destroy_room(room_id)
+        self._dispatch_soon()
+
+    def join(
+        self, room_id: str, session_id: str, leg: str, media: LegMedia, *, muted: bool = False
+    ) -> None:
+        self.engine.join(room_id, session_id, leg, media, self.clock.now(), muted=muted)
+
+    def leave(self, session_id: str, leg: str) -> None:
+        self.engine.leave(session_id, leg)
+        self._dispatch_soon()
+
+    def mute(self, session_id: str, leg: str, on: bool) -> None:
+        self.engine.mute(session_id, leg, on)
+
+    def play(self, target: Target, audio: Audio, *, loop: bool = False) -> int:
+        return self.engine.play(target, audio, loop=loop)
+
+    def stop_play(self, play_id: int) -> None:
+        self.engine.stop_play(play_id)
+        self._dispatch_soon()
+
+    def record(self, target: Target, path: str | Path) -> int:
+        return self.engine.record(target, path)
+
+    def stop_record(self, record_id: int) -> None:
+        self.engine.stop_record(record_id)
+
+    def send_dtmf(self, session_id: str, leg: str, digits: str, *, duration_ms: int = 100) -> None:
+        self.engine.send_dtmf(session_id, leg, digits, duration_ms=duration_ms)
+
+    def list_rooms(self) -> list[RoomInfo]:
+        return self.engine.list_rooms()
+
+    def _dispatch_soon(self) -> None:
+        # Control calls may produce events (a playback ended early); they reach the
+        # handler from the loop, not from inside the caller's call.
+        if self.engine.events and self._loop is not None:
+            self._loop.call_soon(self._dispatch)
+
     @property
     def stats(self) -> EngineStats:
         st = self.engine.stats
@@ -123,10 +181,17 @@ class LocalMediaController:
         for _ in range(_MAX_PASSES):
             if engine.drain(now) < self._max_events:
                 break
-        if engine.events:
+        pacer = self._pacer
+        if pacer is not None and self.clock.now() >= pacer.next_deadline():
+            # Under load the loop goes from one readable callback to the next and the
+            # tick's timer would wait its turn behind them: run the tick here instead.
+            self._on_tick()
+        elif engine.events:
             self._dispatch()
 
     def _on_tick(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = None
         pacer = self._pacer
         if pacer is None:
@@ -137,6 +202,42 @@ class LocalMediaController:
         if self.engine.events:
             self._dispatch()
         self._arm()
+        if self._poll_timer is None and self.engine.room_legs:
+            self._arm_poll()
+
+    def _arm_poll(self) -> None:
+        if self._loop is None or self._pacer is None:
+            return
+        now = self.clock.now()
+        # The last read before a tick goes as close to it as is safe, so that the tick
+        # itself has little left to read and its packets leave at a steady time.
+        last = self._pacer.next_deadline() - 2 * self._poll_cost - 0.0005
+        at = now + self.engine.room_poll
+        if at > last > now:
+            at = last
+        self._poll_timer = self._loop.call_later(at - now, self._on_room_poll)
+
+    def _on_room_poll(self) -> None:
+        # Rooms' packets are read in bulk every few milliseconds rather than as each
+        # arrives (one wake-up for hundreds of sockets), and at every tick.
+        self._poll_timer = None
+        engine, pacer = self.engine, self._pacer
+        if not engine.room_legs or pacer is None:
+            return
+        now = self.clock.now()
+        if pacer.next_deadline() - now < 2 * self._poll_cost + 0.0005:
+            # A read now could still be running when the tick is due, and the tick
+            # reads everything anyway: wait for the tick.
+            if self._loop is not None:
+                delay = pacer.next_deadline() - now + engine.room_poll
+                self._poll_timer = self._loop.call_later(delay, self._on_room_poll)
+            return
+        engine.drain_rooms(now)
+        took = self.clock.now() - now
+        self._poll_cost += (took - self._poll_cost) / 8
+        if engine.events:
+            self._dispatch()
+        self._arm_poll()
 
     def _arm(self) -> None:
         if self._loop is None or self._pacer is None:

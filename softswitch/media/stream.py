@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from softswitch.media.controller import Codec, Direction, LegMedia, MediaEndpoint
 from softswitch.media.latch import Address, Latch
@@ -69,6 +70,7 @@ class Leg:
         "latch",
         "latched",
         "media",
+        "mix",
         "name",
         "out_seq",
         "out_time",
@@ -79,6 +81,7 @@ class Leg:
         "recv_into",
         "route",
         "rtcp",
+        "room_id",
         "rtp",
         "send",
         "send_ok",
@@ -136,6 +139,10 @@ class Leg:
         self.timed_out = False
         self.timer_due: float | None = None  # the engine's media-timeout deadline
         self._dtmf_end_ts = -1
+        # The decoded path (:mod:`.rooms`): state while the leg is mixed in a room, and
+        # the conference room it was put in (None when relayed, or in a call's room).
+        self.mix: Any = None
+        self.room_id: str | None = None
 
     def __repr__(self) -> str:
         return f"Leg({self.session_id!r}, {self.name!r}, port={self.port})"
@@ -175,6 +182,31 @@ class Leg:
         """Refresh the hot-path mirrors of the latch."""
         self.latched = self.latch.latched
         self.dest = self.latch.target
+
+    def take_stream(self, now: float) -> tuple[int, int]:
+        """The sequence number and timestamp of the next packet toward this phone, for
+        a sender taking over the stream (the mixer): it goes on from the last packet
+        sent, whoever sent it, with the timestamp advanced by the time elapsed."""
+        if not self.started:
+            self.started = True
+            self.feeder = None
+            return self.out_seq, self.out_ts
+        prev = self.feeder
+        if prev is not None:
+            self.out_seq = (prev.last_seq + prev.seq_off) & 0xFFFF
+            self.out_ts = (prev.last_ts + prev.ts_off) & 0xFFFFFFFF
+            self.out_time = prev.last_time
+            self.feeder = None
+        gap = max(1, round((now - self.out_time) * self.clock_rate / self.frame)) * self.frame
+        return (self.out_seq + 1) & 0xFFFF, (self.out_ts + gap) & 0xFFFFFFFF
+
+    def give_stream(self, last_seq: int, last_ts: int, last_time: float) -> None:
+        """The mixer stops sending: record its last packet, so whoever sends next (a
+        relay route's resync, or the mixer again) goes on from there."""
+        self.out_seq = last_seq & 0xFFFF
+        self.out_ts = last_ts & 0xFFFFFFFF
+        self.out_time = last_time
+        self.feeder = None
 
     def dtmf_end(self, event_ts: int) -> bool:
         """True the first time an RFC 4733 end packet with this timestamp is seen (the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from softswitch.config import Extension, Tenant
+from softswitch.config import Conference, Extension, Tenant
 from softswitch.sip.uri import Uri
 
 # Visual separators people and phones put in dialled numbers (RFC 3966 section 5.1.1).
@@ -27,13 +27,21 @@ class ExtensionRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class ConferenceRoute:
+    """Answer the call and put the caller in ``conference`` of ``tenant``."""
+
+    tenant: Tenant
+    conference: Conference
+
+
+@dataclass(frozen=True, slots=True)
 class NotFound:
     """Nothing in the caller's tenant answers to this; ``detail`` is for the logs only."""
 
     detail: str
 
 
-Route = ExtensionRoute | NotFound
+Route = ExtensionRoute | ConferenceRoute | NotFound
 
 
 def _is_ip(host: str) -> bool:
@@ -73,5 +81,35 @@ def route(tenant: Tenant, uri: Uri) -> Route:
         return NotFound(f"scheme {uri.scheme}")
     extension = tenant.extension(user)
     if extension is None:
+        conference = tenant.conference(user)
+        if conference is not None:
+            return ConferenceRoute(tenant, conference)
         return NotFound(f"no extension {user}")
     return ExtensionRoute(tenant, extension)
+
+
+# What a phone may dial toward the outside: digits, a leading +, and the * and # of
+# service and privacy codes (#31#0612345678).
+_EXTERNAL_CHARS = frozenset("0123456789*#")
+
+
+def external_number(tenant: Tenant, uri: Uri) -> str | None:
+    """The dialled string when ``uri`` (which named no extension of ``tenant``) may be a
+    number outside the switch; None for names, other domains and other schemes, which
+    stay "not found". Whether the tenant may call it is the outbound guard's decision.
+    """
+    user = dialled_user(uri)
+    if user is None:
+        return None
+    if uri.is_sip:
+        host = uri.host.lower().rstrip(".")
+        if host != tenant.domain and not _is_ip(host):
+            return None
+    elif uri.scheme != "tel":
+        return None
+    digits = user[1:] if user.startswith("+") else user
+    if not digits or not set(digits) <= _EXTERNAL_CHARS or not any(d.isdigit() for d in digits):
+        return None
+    if tenant.extension(user) is not None:
+        return None
+    return user

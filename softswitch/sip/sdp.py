@@ -34,6 +34,7 @@ in the same order, and :class:`MediaDirection` values are the
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -355,6 +356,9 @@ def _fields(value: str) -> list[str]:
     return [f for f in re.split(r"[ \t]+", value) if f]
 
 
+# Every offer and answer asks about the same few media addresses, and the ipaddress
+# module is slow to build one; the results are immutable.
+@functools.lru_cache(maxsize=4096)
 def _ip_literal(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(address)

@@ -221,3 +221,94 @@ def test_relay_on_uvloop_and_stop_closes_sockets():
         b.close()
 
     uvloop.run(main())
+
+
+# --- rooms and Opus, in real time ------------------------------------------------------
+
+OPUS = Codec("opus", 111, 48000, 2)
+TE = Codec("telephone-event", 101)
+
+
+def spectrum_level(pcm: np.ndarray, freq: float) -> float:
+    x = pcm.astype(np.float64)
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    f = np.fft.rfftfreq(len(x), 1 / 8000)
+    return float(spec[(f > freq - 15) & (f < freq + 15)].max())
+
+
+@pytest.mark.timeout(15)
+async def test_g711_phone_and_opus_endpoint_hear_each_other(controller):
+    """A PCMU phone and an Opus endpoint (a plain UDP peer encoding with libopus at
+    8 kHz) in one call: the switch transcodes through a room of two."""
+    from swcodecs.opus import OpusDecoder, OpusEncoder
+
+    g, o = Phone(), Phone()
+    enc, dec = OpusEncoder(8000), OpusDecoder(8000)
+    frames = 50
+    try:
+        eg, eo = controller.allocate("c5", "g"), controller.allocate("c5", "o")
+        controller.connect(
+            "c5", {"g": LegMedia(g.host, g.port, PCMU), "o": LegMedia(o.host, o.port, OPUS)}
+        )
+        tone_g = encode("PCMU", tone(700, frames))
+        tone_o = tone(1300, frames)
+        for i in range(frames):
+            g.send((eg.host, eg.port), tone_g[i].tobytes())
+            o.send((eo.host, eo.port), enc.encode(tone_o[i]), pt=111, seq=i, ts=960 * i)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        heard_by_g, packets_g = received_audio(g, "PCMU", 0)
+        opus_in = [RtpPacket.parse(d) for d, _ in drain(o)]
+        heard_by_o = np.concatenate(
+            [dec.decode(p.payload) for p in opus_in if p.payload_type == 111]
+        )
+        assert len(packets_g) >= frames - 5 and len(opus_in) >= frames - 5
+        skip = 10 * 160  # jitter buffer start and codec delay
+        for heard, want, own in ((heard_by_g, 1300, 700), (heard_by_o, 700, 1300)):
+            assert dominant_frequency(heard[skip:]) == pytest.approx(want, abs=15)
+            assert spectrum_level(heard[skip:], want) > 30 * spectrum_level(heard[skip:], own)
+        assert controller.stats.mixed >= 2 * (frames - 5)
+    finally:
+        g.close()
+        o.close()
+
+
+@pytest.mark.timeout(15)
+async def test_three_phones_in_a_room_each_hear_the_other_two(controller):
+    freqs = (500.0, 1100.0, 1700.0)
+    phones = [Phone() for _ in freqs]
+    frames = 40
+    try:
+        controller.create_room("t/room")
+        targets = []
+        for i, p in enumerate(phones):
+            ep = controller.allocate(f"p{i}", "leg")
+            controller.join("t/room", f"p{i}", "leg", LegMedia(p.host, p.port, PCMU, TE))
+            targets.append((ep.host, ep.port))
+        tones = [encode("PCMU", tone(f, frames, 5000)) for f in freqs]
+        for k in range(frames):
+            for p, to, t in zip(phones, targets, tones, strict=True):
+                p.send(to, t[k].tobytes())
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        for i, p in enumerate(phones):
+            heard, packets = received_audio(p, "PCMU", 0)
+            assert len(packets) >= frames - 3
+            heard = heard[5 * 160 :]
+            own = spectrum_level(heard, freqs[i])
+            for j, f in enumerate(freqs):
+                if j != i:
+                    assert spectrum_level(heard, f) > 30 * own, (i, f)
+        [room] = controller.list_rooms()
+        assert len(room.members) == 3
+    finally:
+        for p in phones:
+            p.close()
+
+
+def test_local_controller_implements_the_conference_interface():
+    from softswitch.media.conference import ConferenceControl
+
+    def check(c: ConferenceControl) -> None: ...
+
+    check(LocalMediaController("127.0.0.1", (40000, 40010)))

@@ -234,9 +234,9 @@ async def test_errors_known_here_raise_at_once_and_engine_errors_end_the_session
                 "p", {"a": LegMedia(a.host, a.port, PCMU), "z": LegMedia(None, None, PCMU)}
             )
         pool.allocate("p", "b")
-        opus = Codec("opus", 111, 48000, 2)
+        g722 = Codec("G722", 9)  # a codec the engine cannot serve
         pool.connect(
-            "p", {"a": LegMedia(a.host, a.port, PCMU), "b": LegMedia(b.host, b.port, opus)}
+            "p", {"a": LegMedia(a.host, a.port, PCMU), "b": LegMedia(b.host, b.port, g722)}
         )
         events = await recorder.wait_for(2)
         assert set(events) == {MediaTimeout("p", "a"), MediaTimeout("p", "b")}
