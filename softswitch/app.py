@@ -210,6 +210,8 @@ class Runtime:
             sip_parse_errors=counters.parse_errors,
             transactions=len(server.tx),
             banned_sources=len(server.bans.banned(self.clock.now())),
+            auth_failures=server.bans.failures_total,
+            bans=server.bans.bans_total,
             dropped_banned=counters.dropped_banned,
             stopping=self.is_stopping,
             active_calls=active,

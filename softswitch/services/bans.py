@@ -56,6 +56,9 @@ class AuthFailureTracker:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         # source -> ban end. Bans all last ban_time, so insertion order is expiry order.
         self._bans: OrderedDict[str, float] = OrderedDict()
+        # Totals since start, for metrics.
+        self.failures_total = 0
+        self.bans_total = 0
 
     def reconfigure(self, max_failures: int, window: float, ban_time: float) -> None:
         """New thresholds from a reloaded config. Bans in force keep their end; failure
@@ -74,6 +77,7 @@ class AuthFailureTracker:
         Failures from a source that is already banned are ignored (the caller normally drops
         its requests before authenticating them, so they should not arrive here).
         """
+        self.failures_total += 1
         self._prune(now)
         if self.is_banned(source, now):
             return False
@@ -92,6 +96,7 @@ class AuthFailureTracker:
         if len(times) < self._max_failures:
             return False
         del self._failures[source]
+        self.bans_total += 1
         self._bans[source] = now + self._ban_time
         self._bans.move_to_end(source)
         while len(self._bans) > self._max_tracked:

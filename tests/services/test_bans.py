@@ -138,3 +138,11 @@ def test_stale_histories_are_dropped() -> None:
 def test_invalid_configuration_is_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         tracker(**kwargs)
+
+
+def test_totals_count_every_failure_and_ban_for_metrics():
+    tracker = AuthFailureTracker(2, 10.0, 5.0)
+    tracker.record_failure("192.0.2.1", 0.0)
+    tracker.record_failure("192.0.2.1", 1.0)  # bans
+    tracker.record_failure("192.0.2.2", 1.0)
+    assert (tracker.failures_total, tracker.bans_total) == (3, 1)
