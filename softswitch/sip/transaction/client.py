@@ -15,45 +15,27 @@ slot (B, D, F, K or M). Which RFC timer a slot holds follows from the state.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import ClassVar
 
 from softswitch.sip.headers import Headers, header_key
 from softswitch.sip.message import Request, Response
 from softswitch.sip.timers import TimerConfig
+from softswitch.sip.transaction.base import TransactionBase
 from softswitch.sip.transaction.events import (
     Destination,
     Event,
     ResponseReceived,
     SendMessage,
     State,
-    TransactionTerminated,
     TransactionTimedOut,
-    TransportError,
 )
 from softswitch.sip.transaction.keys import ClientKey
 
-_log = logging.getLogger("softswitch.sip.transaction")
 
+class ClientTransaction(TransactionBase):
+    __slots__ = ("destination",)
 
-class ClientTransaction:
-    __slots__ = (
-        "key",
-        "request",
-        "destination",
-        "reliable",
-        "config",
-        "state",
-        "history",
-        "timer_generation",
-        "scheduled_at",
-        "_retransmit_at",
-        "_interval",
-        "_timeout_at",
-    )
-
-    _initial_state: ClassVar[State]
     _response_handlers: ClassVar[dict[State, Callable[..., list[Event]]]]
 
     def __init__(
@@ -64,77 +46,14 @@ class ClientTransaction:
         config: TimerConfig,
         reliable: bool,
     ) -> None:
-        self.key = key
-        self.request = request
+        super().__init__(key, request, config, reliable)
         self.destination = destination
-        self.reliable = reliable
-        self.config = config
-        self.state = self._initial_state
-        self.history: list[State] = [self.state]
-        # Owned by the layer: the deadline it queued for this transaction, and a counter
-        # bumped on every re-queue so that entries for an earlier deadline are known to
-        # be stale (Kamailio's rule that a timer may fire after it was reset).
-        self.timer_generation = 0
-        self.scheduled_at: float | None = None
-        self._retransmit_at: float | None = None
-        self._interval = 0.0
-        self._timeout_at: float | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.key} {self.state.value}>"
-
-    def next_deadline(self) -> float | None:
-        r, t = self._retransmit_at, self._timeout_at
-        if r is None:
-            return t
-        if t is None or r < t:
-            return r
-        return t
 
     def receive_response(self, response: Response, now: float) -> list[Event]:
         return self._response_handlers[self.state](self, response, now)
 
-    def handle_timer(self, now: float) -> list[Event]:
-        # The timeout is looked at first: when both are due, retransmitting a request
-        # that has already been given up on would only add load.
-        if self._timeout_at is not None and now >= self._timeout_at:
-            self._timeout_at = None
-            return self._on_timeout()
-        if self._retransmit_at is not None and now >= self._retransmit_at:
-            return self._on_retransmit(now)
-        return []
-
-    def transport_error(self, now: float) -> list[Event]:
-        if self.state is State.TERMINATED:
-            return []
-        return [TransportError(self.key), *self._terminate()]
-
-    def terminate(self) -> list[Event]:
-        """Destroy the transaction now, e.g. when the TU gives up on an INVITE that was
-        CANCELled but never answered (RFC 3261 9.1)."""
-        if self.state is State.TERMINATED:
-            return []
-        return self._terminate()
-
-    def _set_state(self, state: State) -> None:
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%r -> %s", self, state.value)
-        self.state = state
-        self.history.append(state)
-
-    def _terminate(self) -> list[Event]:
-        self._retransmit_at = self._timeout_at = None
-        self._set_state(State.TERMINATED)
-        return [TransactionTerminated(self.key)]
-
     def _send_request(self) -> SendMessage:
         return SendMessage(self.request, self.destination)
-
-    def _on_timeout(self) -> list[Event]:
-        raise NotImplementedError
-
-    def _on_retransmit(self, now: float) -> list[Event]:
-        raise NotImplementedError
 
     def _ignore(self, response: Response, now: float) -> list[Event]:
         return []

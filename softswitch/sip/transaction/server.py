@@ -15,12 +15,12 @@ delay while Proceeding) and a timeout slot (H, I, J or L).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import ClassVar
 
 from softswitch.sip.message import Request, Response, make_response
 from softswitch.sip.timers import TimerConfig
+from softswitch.sip.transaction.base import TransactionBase
 from softswitch.sip.transaction.events import (
     AckReceived,
     Destination,
@@ -29,36 +29,16 @@ from softswitch.sip.transaction.events import (
     SendMessage,
     State,
     TransactionError,
-    TransactionTerminated,
     TransactionTimedOut,
-    TransportError,
 )
 from softswitch.sip.transaction.keys import LegacyServerKey, ServerKey
-
-_log = logging.getLogger("softswitch.sip.transaction")
 
 _Handler = Callable[..., list[Event]]
 
 
-class ServerTransaction:
-    __slots__ = (
-        "key",
-        "request",
-        "source",
-        "reliable",
-        "config",
-        "state",
-        "history",
-        "timer_generation",
-        "scheduled_at",
-        "last_response",
-        "_response_destination",
-        "_retransmit_at",
-        "_interval",
-        "_timeout_at",
-    )
+class ServerTransaction(TransactionBase):
+    __slots__ = ("source", "last_response", "_response_destination")
 
-    _initial_state: ClassVar[State]
     _request_handlers: ClassVar[dict[State, _Handler]]
     _response_handlers: ClassVar[dict[State, _Handler]]
 
@@ -70,35 +50,13 @@ class ServerTransaction:
         config: TimerConfig,
         reliable: bool,
     ) -> None:
-        self.key = key
-        self.request = request
+        super().__init__(key, request, config, reliable)
         self.source = source
-        self.reliable = reliable
-        self.config = config
-        self.state = self._initial_state
-        self.history: list[State] = [self.state]
-        # Owned by the layer; see ClientTransaction.
-        self.timer_generation = 0
-        self.scheduled_at: float | None = None
         self.last_response: Response | None = None
         self._response_destination = source
-        self._retransmit_at: float | None = None
-        self._interval = 0.0
-        self._timeout_at: float | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.key} {self.state.value}>"
 
     def start(self, now: float) -> list[Event]:
         return [RequestReceived(self.key, self.request, self.source)]
-
-    def next_deadline(self) -> float | None:
-        r, t = self._retransmit_at, self._timeout_at
-        if r is None:
-            return t
-        if t is None or r < t:
-            return r
-        return t
 
     def receive_request(self, request: Request, now: float) -> list[Event]:
         """A request matched to this transaction: a retransmission, or an ACK."""
@@ -118,37 +76,6 @@ class ServerTransaction:
             self._response_destination = destination
         return handler(self, response, now)
 
-    def handle_timer(self, now: float) -> list[Event]:
-        # Timeout first: when both are due the transaction is over, so a last
-        # retransmission would be wasted.
-        if self._timeout_at is not None and now >= self._timeout_at:
-            self._timeout_at = None
-            return self._on_timeout()
-        if self._retransmit_at is not None and now >= self._retransmit_at:
-            return self._on_retransmit(now)
-        return []
-
-    def transport_error(self, now: float) -> list[Event]:
-        if self.state is State.TERMINATED:
-            return []
-        return [TransportError(self.key), *self._terminate()]
-
-    def terminate(self) -> list[Event]:
-        if self.state is State.TERMINATED:
-            return []
-        return self._terminate()
-
-    def _set_state(self, state: State) -> None:
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%r -> %s", self, state.value)
-        self.state = state
-        self.history.append(state)
-
-    def _terminate(self) -> list[Event]:
-        self._retransmit_at = self._timeout_at = None
-        self._set_state(State.TERMINATED)
-        return [TransactionTerminated(self.key)]
-
     def _send(self, response: Response) -> SendMessage:
         self.last_response = response
         return SendMessage(response, self._response_destination)
@@ -160,12 +87,6 @@ class ServerTransaction:
 
     def _absorb(self, request: Request, now: float) -> list[Event]:
         return []
-
-    def _on_timeout(self) -> list[Event]:
-        raise NotImplementedError
-
-    def _on_retransmit(self, now: float) -> list[Event]:
-        raise NotImplementedError
 
 
 class InviteServerTransaction(ServerTransaction):
